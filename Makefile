@@ -1,0 +1,17 @@
+# The two commands that do everything on a fresh machine: `make train` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup train test lint bench
+
+setup:
+	bash scripts/setup_env.sh
+
+train: setup
+	$(PY) scripts/train.py
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
