@@ -1,0 +1,24 @@
+"""Algorithm core: advantage estimators, rollout filtering, losses and their typed config.
+
+Pure tensor functions, independent of any model. The trainer lives in ``algos.trainer`` (imported
+separately, as it pulls in the model stack).
+"""
+
+from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig
+from algos.estimators import ESTIMATORS, compute_advantages, register_estimator
+from algos.filtering import filter_groups
+from algos.losses import aggregate_loss, entropy_from_logits, kl_penalty, policy_loss
+
+__all__ = [
+    "ESTIMATORS",
+    "ActorConfig",
+    "AlgorithmConfig",
+    "RolloutFilterConfig",
+    "aggregate_loss",
+    "compute_advantages",
+    "entropy_from_logits",
+    "filter_groups",
+    "kl_penalty",
+    "policy_loss",
+    "register_estimator",
+]

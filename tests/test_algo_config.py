@@ -1,0 +1,152 @@
+"""Config dataclasses as Hydra structured configs, and the conf/algo group files merged onto them."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from algos import ActorConfig, AlgorithmConfig, RolloutFilterConfig
+
+ALGO_DIR = Path(__file__).resolve().parents[1] / "conf" / "algo"
+
+
+def schema():
+    return OmegaConf.create(
+        {
+            "algorithm": OmegaConf.structured(AlgorithmConfig),
+            "actor_rollout_ref": {
+                "actor": OmegaConf.structured(ActorConfig),
+                "rollout": OmegaConf.structured(RolloutFilterConfig),
+            },
+        }
+    )
+
+
+def load_algo(name: str):
+    """Merge conf/algo/<name>.yaml (a _global_ package) onto the schema and build the dataclasses."""
+    merged = OmegaConf.merge(schema(), OmegaConf.load(ALGO_DIR / f"{name}.yaml"))
+    return (
+        OmegaConf.to_object(merged.algorithm),
+        OmegaConf.to_object(merged.actor_rollout_ref.actor),
+        OmegaConf.to_object(merged.actor_rollout_ref.rollout),
+    )
+
+
+def test_defaults():
+    algorithm, actor, rollout = AlgorithmConfig(), ActorConfig(), RolloutFilterConfig()
+    assert (algorithm.adv_estimator, algorithm.norm_adv_by_std_in_grpo, algorithm.tau) == ("grpo", True, 0.5)
+    assert (actor.loss_agg_mode, actor.use_kl_loss, actor.kl_loss_type) == ("token-mean", False, "low_var_kl")
+    assert (actor.clip_ratio_low, actor.clip_ratio_high, actor.clip_ratio_c, actor.ppo_epochs) == (
+        0.2,
+        0.2,
+        3.0,
+        1,
+    )
+    assert (rollout.rollout_filter_strategy, rollout.rollout_filter_value) == ("top_k", 8.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "estimator", "norm", "soft", "agg", "use_kl"),
+    [
+        ("grpo", "grpo", True, False, "seq-mean-token-mean", False),
+        ("drgrpo", "grpo", False, False, "seq-mean-token-sum", False),
+        ("drgrpo_soft", "grpo", False, True, "seq-mean-token-sum", False),
+        ("sr_grpo", "sr_grpo", True, False, "seq-mean-token-mean", True),
+        ("rloo", "rloo", True, False, "token-mean", False),
+        ("reinforce_plus_plus", "reinforce_plus_plus", True, False, "token-mean", False),
+    ],
+)
+def test_algo_yaml_sets_the_seed_table(name, estimator, norm, soft, agg, use_kl):
+    algorithm, actor, rollout = load_algo(name)
+    assert isinstance(algorithm, AlgorithmConfig) and isinstance(actor, ActorConfig)
+    assert algorithm.adv_estimator == estimator
+    assert algorithm.norm_adv_by_std_in_grpo is norm
+    assert algorithm.soft_advantage_reweight is soft
+    assert actor.loss_agg_mode == agg
+    assert actor.use_kl_loss is use_kl
+    assert (rollout.rollout_filter_strategy, rollout.rollout_filter_value) == ("top_k", 8.0)
+
+
+def test_sr_grpo_yaml_sets_tau_and_kl_beta():
+    algorithm, actor, _ = load_algo("sr_grpo")
+    assert algorithm.tau == 0.5
+    assert (actor.kl_loss_coef, actor.kl_loss_type) == (0.1, "low_var_kl")
+
+
+def test_every_algo_yaml_is_tested():
+    assert {path.stem for path in ALGO_DIR.glob("*.yaml")} == {
+        "grpo",
+        "drgrpo",
+        "drgrpo_soft",
+        "sr_grpo",
+        "rloo",
+        "reinforce_plus_plus",
+    }
+
+
+def test_hydra_composes_algo_group_at_global_package(tmp_path):
+    shutil.copytree(ALGO_DIR, tmp_path / "algo")
+    (tmp_path / "config.yaml").write_text(
+        "defaults:\n  - turnrl_test_algo_schema\n  - algo: grpo\n  - _self_\n"
+    )
+    ConfigStore.instance().store(name="turnrl_test_algo_schema", node=schema())
+    with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
+        cfg = compose(
+            "config", overrides=["algo=drgrpo_soft", "actor_rollout_ref.rollout.rollout_filter_value=4"]
+        )
+    assert cfg.algorithm.soft_advantage_reweight is True
+    assert cfg.actor_rollout_ref.actor.loss_agg_mode == "seq-mean-token-sum"
+    assert cfg.actor_rollout_ref.rollout.rollout_filter_value == 4.0
+    assert "algo" not in cfg
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("algorithm.adv_estimator", "ppo", r"algorithm.adv_estimator='ppo' is invalid; allowed: \['grpo'"),
+        ("algorithm.tau", 0.0, "algorithm.tau=0.0 is invalid; allowed: > 0"),
+        ("algorithm.epsilon", -1.0, "algorithm.epsilon=-1.0 is invalid"),
+        (
+            "actor_rollout_ref.actor.loss_agg_mode",
+            "sum",
+            r"loss_agg_mode='sum' is invalid; allowed: \['token-mean'",
+        ),
+        ("actor_rollout_ref.actor.kl_loss_type", "full", r"kl_loss_type='full' is invalid; allowed: \['kl'"),
+        ("actor_rollout_ref.actor.clip_ratio_c", 1.0, r"clip_ratio_c=1.0 is invalid; allowed: > 1"),
+        ("actor_rollout_ref.actor.clip_ratio_low", 1.0, r"clip_ratio_low=1.0 is invalid; allowed: \[0, 1\)"),
+        ("actor_rollout_ref.actor.ppo_epochs", 0, "ppo_epochs=0 is invalid; allowed: >= 1"),
+        ("actor_rollout_ref.actor.ppo_mini_batch_size", 0, "ppo_mini_batch_size=0 is invalid"),
+        ("actor_rollout_ref.actor.lr", 0.0, "lr=0.0 is invalid; allowed: > 0"),
+        ("actor_rollout_ref.actor.grad_clip", 0.0, "grad_clip=0.0 is invalid"),
+        (
+            "actor_rollout_ref.rollout.rollout_filter_strategy",
+            "best",
+            r"rollout_filter_strategy 'best'; allowed",
+        ),
+        ("actor_rollout_ref.rollout.rollout_filter_type", "most", r"rollout_filter_type 'most'; allowed"),
+        ("actor_rollout_ref.rollout.rollout_filter_value", 2.5, "'top_k' must be an integer >= 1, got 2.5"),
+    ],
+)
+def test_invalid_values_name_the_key_and_allowed_values(path, value, message):
+    cfg = schema()
+    OmegaConf.update(cfg, path, value)
+    with pytest.raises(ValueError, match=message):
+        OmegaConf.to_object(cfg)
+
+
+def test_soft_reweight_needs_an_estimator_that_supports_it():
+    with pytest.raises(
+        ValueError, match=r"soft_advantage_reweight=True is invalid; allowed: false with adv_estimator='rloo'"
+    ):
+        AlgorithmConfig(adv_estimator="rloo", soft_advantage_reweight=True)
+
+
+def test_schema_rejects_unknown_keys_and_wrong_types():
+    with pytest.raises(ConfigKeyError):
+        OmegaConf.merge(schema(), {"algorithm": {"tua": 0.5}})
+    with pytest.raises(ValidationError):
+        OmegaConf.merge(schema(), {"actor_rollout_ref": {"actor": {"ppo_epochs": "many"}}})
