@@ -1,0 +1,164 @@
+"""FrozenLake on a random map (RAGEN's defaults), with gymnasium's slip rule.
+
+Map: `size` x `size`, each cell frozen with probability `p` (else a hole), start and goal two distinct
+random cells, and a path of frozen cells from start to goal guaranteed (checked by BFS; a map without
+one is redrawn from the same generator, so the level stays a function of the seed).
+
+Actions 0 Left, 1 Down, 2 Right, 3 Up. With `is_slippery`, the move goes in the intended direction or
+in one of the two perpendicular ones, each with probability 1/3; a move off the map stays put.
+Reward 1 on reaching the goal, else 0; the episode ends in a hole or on the goal, and is truncated
+after `max_steps` steps.
+
+Text legend: `P` player, `_` frozen, `O` hole, `G` goal, `X` player in a hole, `√` player on the goal.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from envs.base import TextEnv
+from envs.rendering import Tile, draw_grid, grid_from_text
+
+LEFT, DOWN, RIGHT, UP = range(4)
+MOVES: dict[int, tuple[int, int]] = {LEFT: (0, -1), DOWN: (1, 0), RIGHT: (0, 1), UP: (-1, 0)}
+MAX_MAP_ATTEMPTS = 10_000
+MAX_SIZE = 63  # the map text, size * (size + 1) - 1 characters, must fit base.MAX_OBSERVATION_LENGTH
+
+Cell = tuple[int, int]
+
+_ICE, _HOLE, _GOAL, _PLAYER = (200, 230, 250), (20, 40, 90), (60, 170, 80), (220, 50, 50)
+_PALETTE = {
+    "_": Tile(_ICE),
+    "O": Tile(_ICE, (("circle", _HOLE),)),
+    "G": Tile(_ICE, (("square", _GOAL),)),
+    "P": Tile(_ICE, (("circle", _PLAYER),)),
+    "X": Tile(_ICE, (("circle", _HOLE), ("cross", _PLAYER))),
+    "√": Tile(_ICE, (("square", _GOAL), ("circle", _PLAYER))),
+}
+
+
+def has_path(frozen: np.ndarray, start: Cell, goal: Cell) -> bool:
+    """BFS over 4-neighbour frozen cells: can `goal` be reached from `start`?"""
+    size = frozen.shape[0]
+    seen = {start}
+    queue = deque([start])
+    while queue:
+        row, col = queue.popleft()
+        if (row, col) == goal:
+            return True
+        for d_row, d_col in MOVES.values():
+            cell = (row + d_row, col + d_col)
+            if 0 <= cell[0] < size and 0 <= cell[1] < size and frozen[cell] and cell not in seen:
+                seen.add(cell)
+                queue.append(cell)
+    return False
+
+
+def generate_map(size: int, p: float, rng: np.random.Generator) -> tuple[np.ndarray, Cell, Cell]:
+    """(frozen [size, size] bool, start, goal) with a frozen path from start to goal, drawn from `rng`."""
+    for _ in range(MAX_MAP_ATTEMPTS):
+        frozen = rng.random((size, size)) < p
+        start_index, goal_index = rng.choice(size * size, size=2, replace=False)
+        start, goal = divmod(int(start_index), size), divmod(int(goal_index), size)
+        frozen[start] = frozen[goal] = True
+        if has_path(frozen, start, goal):
+            return frozen, start, goal
+    raise RuntimeError(
+        f"no FrozenLake map with a path from start to goal in {MAX_MAP_ATTEMPTS} attempts for size={size}, "
+        f"p={p}; use a larger p"
+    )
+
+
+class FrozenLakeEnv(TextEnv):
+    """Random-map FrozenLake with text observations; see the module docstring."""
+
+    def __init__(
+        self,
+        size: int = 4,
+        p: float = 0.8,
+        is_slippery: bool = True,
+        max_steps: int = 100,
+        render_mode: str | None = None,
+    ) -> None:
+        if not isinstance(size, int) or isinstance(size, bool) or not 2 <= size <= MAX_SIZE:
+            raise ValueError(f"size={size!r} is invalid; allowed: an int in [2, {MAX_SIZE}]")
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"p={p!r} is invalid; allowed: a probability in [0, 1]")
+        if not isinstance(is_slippery, bool):
+            raise ValueError(f"is_slippery={is_slippery!r} is invalid; allowed: True or False")
+        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+            raise ValueError(f"max_steps={max_steps!r} is invalid; allowed: an int >= 1")
+        super().__init__(action_names=("Left", "Down", "Right", "Up"), render_mode=render_mode)
+        self.size, self.p, self.is_slippery, self.max_steps = size, float(p), is_slippery, max_steps
+        self.frozen = np.ones((size, size), dtype=bool)
+        self.start: Cell = (0, 0)
+        self.goal: Cell = (size - 1, size - 1)
+        self.player: Cell = self.start
+        self.num_steps = 0
+
+    @property
+    def instructions(self) -> str:
+        slip = (
+            "The ice is slippery: each move goes in the direction you chose only 1/3 of the time; otherwise "
+            "you slide to one of the two perpendicular directions (1/3 each).\n"
+            if self.is_slippery
+            else ""
+        )
+        return (
+            "You are walking on a frozen lake. Reach the goal G without falling into a hole O.\n"
+            f"{slip}"
+            "Moving off the edge of the map leaves you where you are. Reaching the goal gives reward 1; "
+            "the game ends when you reach the goal or fall into a hole.\n"
+            "Legend: P you, _ frozen ice, O hole, G goal, X you in a hole, √ you on the goal.\n"
+            f"Valid actions: {', '.join(self.action_names)}."
+        )
+
+    @property
+    def in_terminal_cell(self) -> bool:
+        """The player is in a hole or on the goal."""
+        return self.player == self.goal or not self.frozen[self.player]
+
+    def _new_episode(self, rng: np.random.Generator) -> None:
+        self.frozen, self.start, self.goal = generate_map(self.size, self.p, rng)
+        self.player = self.start
+        self.num_steps = 0
+
+    def step(self, action: int) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Move (possibly slipping); an invalid action leaves the state as is but still uses a step."""
+        if self.in_terminal_cell or self.num_steps >= self.max_steps:
+            raise RuntimeError("the FrozenLake episode is over; call reset()")
+        self.num_steps += 1
+        valid = self.is_valid_action(action)
+        before = self.player
+        if valid:
+            direction = int(action)
+            if self.is_slippery:
+                direction = (direction + int(self.outcome_rng.integers(-1, 2))) % 4
+            d_row, d_col = MOVES[direction]
+            row, col = before[0] + d_row, before[1] + d_col
+            if 0 <= row < self.size and 0 <= col < self.size:
+                self.player = (row, col)
+        success = self.player == self.goal
+        terminated = self.in_terminal_cell
+        truncated = not terminated and self.num_steps >= self.max_steps
+        info = self._info(success=success, action_is_valid=valid, action_is_effective=self.player != before)
+        return self._render_text(), float(success), terminated, truncated, info
+
+    def _render_text(self) -> str:
+        rows = []
+        for row in range(self.size):
+            line = []
+            for col in range(self.size):
+                cell = (row, col)
+                if cell == self.player:
+                    line.append("√" if cell == self.goal else "P" if self.frozen[cell] else "X")
+                else:
+                    line.append("G" if cell == self.goal else "_" if self.frozen[cell] else "O")
+            rows.append("".join(line))
+        return "\n".join(rows)
+
+    def _render_rgb(self) -> np.ndarray:
+        return draw_grid(grid_from_text(self._render_text()), _PALETTE)
