@@ -1,0 +1,119 @@
+"""Backend on transformers' ``model.generate``: the fallback where vLLM is absent and the reference
+the tests compare with. It shares the trainer's model object, so weight updates are free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from transformers import (
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from agents.backends.base import SamplingParams, resolve_caps, trim_completion
+
+
+class HFBackend:
+    """Batched generation with left padding; see ``agents.backends.base`` for the contract."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        configured = model.generation_config.eos_token_id
+        configured = [configured] if isinstance(configured, int) else list(configured or [])
+        self.eos_token_ids = frozenset(configured + [tokenizer.eos_token_id]) - {None}
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else min(self.eos_token_ids, default=0)
+
+    def _generation_config(self, params: SamplingParams, max_new_tokens: int) -> GenerationConfig:
+        # Neutral values are explicit: unset (None) fields would be filled from the model's
+        # generation_config.json (e.g. Qwen's repetition_penalty=1.05, top_k=20).
+        sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+        return GenerationConfig(
+            do_sample=not params.greedy,
+            **sampling,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=sorted(self.eos_token_ids),
+        )
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, max_new_tokens: Sequence[int] | None = None
+    ) -> list[list[int]]:
+        if not prompts:
+            return []
+        if any(len(prompt) == 0 for prompt in prompts):
+            raise ValueError("every prompt needs at least one token")
+        caps = resolve_caps(len(prompts), params, max_new_tokens)
+        device = next(self.model.parameters()).device
+        width = max(len(prompt) for prompt in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            attention_mask[row, width - len(prompt) :] = 1
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with _seeded(params.seed, device):
+                output = self.model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    generation_config=self._generation_config(params, max(caps)),
+                    stopping_criteria=StoppingCriteriaList([_StopStrings(params.stop, width, self.tokenizer)]),
+                )
+        finally:
+            self.model.train(was_training)
+        completions = output[:, width:].tolist()
+        return [
+            trim_completion(ids, cap, self.eos_token_ids, params.stop, self.tokenizer)
+            for ids, cap in zip(completions, caps, strict=True)
+        ]
+
+    def update_weights(self, model: torch.nn.Module) -> None:
+        """Use ``model``'s weights from now on (nothing to do when it is the served model itself)."""
+        if model is not self.model:
+            self.model.load_state_dict(model.state_dict())
+
+
+class _StopStrings(StoppingCriteria):
+    """Marks a row done once the text of its newest generated tokens contains a stop string.
+
+    Cheaper than transformers' ``stop_strings`` (which preprocesses the whole vocabulary per call):
+    only the last ``max(len(stop)) + 2`` generated tokens are decoded, enough since every token
+    decodes to at least one character.
+    """
+
+    def __init__(self, stop: tuple[str, ...], prompt_width: int, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.stop = stop
+        self.prompt_width = prompt_width
+        self.window = max((len(s) for s in stop), default=0) + 2
+        self.tokenizer = tokenizer
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        if not self.stop:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        start = max(self.prompt_width, input_ids.shape[1] - self.window)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:].tolist())
+        done = [any(s in tail for s in self.stop) for tail in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG for the block and restore the caller's RNG state afterwards."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,136 @@
+"""The backend interface and the transformers backend, on a tiny random-weight model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.backends import HFBackend, SamplingParams, make_backend
+from agents.backends.base import resolve_caps, trim_completion
+from agents.model import build_tiny_model, load_tokenizer
+
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=6, stop=())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny model gains nothing from threads, and on shared cores extra ones make it ~10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(None)
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    return build_tiny_model(tokenizer, seed=0)
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"temperature": -0.1}, {"top_p": 0.0}, {"top_p": 1.5}, {"max_new_tokens": 0}, {"stop": ("",)},
+     {"seed": -1}],
+)
+def test_sampling_params_reject_bad_values(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        SamplingParams(**kwargs)
+
+
+def test_caps_default_to_max_new_tokens_and_are_validated():
+    params = SamplingParams(max_new_tokens=8)
+    assert resolve_caps(3, params, None) == [8, 8, 8]
+    assert resolve_caps(2, params, [1, 8]) == [1, 8]
+    with pytest.raises(ValueError, match="entries"):
+        resolve_caps(2, params, [4])
+    with pytest.raises(ValueError, match="caps"):
+        resolve_caps(2, params, [4, 9])
+
+
+def test_trim_completion_cuts_after_eos_stop_string_or_cap(tokenizer):
+    eos = tokenizer.eos_token_id
+    assert trim_completion([5, 6, eos, 7, eos], 10, {eos}, (), tokenizer) == [5, 6, eos]
+    assert trim_completion([5, 6, 7, 8], 2, {eos}, (), tokenizer) == [5, 6]
+    ids = encode(tokenizer, "Up || Left</answer> and more text")
+    trimmed = trim_completion(ids, 100, {eos}, ("</answer>",), tokenizer)
+    assert trimmed == ids[: len(trimmed)]
+    assert tokenizer.decode(trimmed) == "Up || Left</answer>"
+    assert trim_completion(ids, 100, {eos}, ("no such stop",), tokenizer) == ids
+
+
+def test_batched_left_padded_greedy_equals_one_prompt_at_a_time(tokenizer, tiny):
+    backend = HFBackend(tiny, tokenizer)
+    prompts = [encode(tokenizer, "Hi"), encode(tokenizer, "A longer prompt, so the first one is left-padded.")]
+    batched = backend.generate(prompts, GREEDY)
+    assert batched == [backend.generate([prompt], GREEDY)[0] for prompt in prompts]
+    # Reference: argmax decoding with plain forward passes.
+    sequence = list(prompts[1])
+    with torch.no_grad():
+        for _ in range(GREEDY.max_new_tokens):
+            sequence.append(int(tiny(torch.tensor([sequence])).logits[0, -1].argmax()))
+    assert batched[1] == sequence[len(prompts[1]) :]
+
+
+def test_per_prompt_caps_cut_the_same_greedy_reply(tokenizer, tiny):
+    backend = HFBackend(tiny, tokenizer)
+    prompt = encode(tokenizer, "Turn 1:")
+    [full] = backend.generate([prompt], GREEDY)
+    assert len(full) == GREEDY.max_new_tokens
+    assert backend.generate([prompt, prompt], GREEDY, max_new_tokens=[2, 5]) == [full[:2], full[:5]]
+
+
+def test_generation_stops_at_the_token_completing_a_stop_string(tokenizer, tiny):
+    backend = HFBackend(tiny, tokenizer)
+    prompt = encode(tokenizer, "Turn 1:")
+    [full] = backend.generate([prompt], GREEDY)
+    stop = tokenizer.decode(full[1:3])  # text the greedy reply is known to produce
+    [stopped] = backend.generate([prompt], SamplingParams(temperature=0.0, max_new_tokens=6, stop=(stop,)))
+    assert stopped == full[: len(stopped)] and len(stopped) <= 3
+    assert stop in tokenizer.decode(stopped) and stop not in tokenizer.decode(stopped[:-1])
+    # The prompt may contain the stop string; only generated text counts.
+    [unstopped] = backend.generate([prompt + full[1:3]], SamplingParams(temperature=0.0, max_new_tokens=1,
+                                                                         stop=(stop,)))
+    assert len(unstopped) == 1
+
+
+def test_seeded_sampling_is_reproducible_and_leaves_the_global_rng_alone(tokenizer, tiny):
+    backend = HFBackend(tiny, tokenizer)
+    prompts = [encode(tokenizer, "Hello there"), encode(tokenizer, "State:")]
+    params = SamplingParams(temperature=1.0, max_new_tokens=8, stop=(), seed=3)
+    torch.manual_seed(0)
+    expected_next_draw = torch.rand(1)
+    torch.manual_seed(0)
+    first = backend.generate(prompts, params)
+    assert torch.equal(torch.rand(1), expected_next_draw)
+    assert backend.generate(prompts, params) == first
+    other = SamplingParams(temperature=1.0, max_new_tokens=8, stop=(), seed=4)
+    assert backend.generate(prompts, other) != first
+
+
+def test_update_weights_loads_another_model_and_is_free_for_the_same_one(tokenizer):
+    served, trained = build_tiny_model(tokenizer, seed=0), build_tiny_model(tokenizer, seed=1)
+    backend = HFBackend(served, tokenizer)
+    prompt = [encode(tokenizer, "Reward:")]
+    before = backend.generate(prompt, GREEDY)
+    backend.update_weights(served)
+    assert backend.generate(prompt, GREEDY) == before
+    backend.update_weights(trained)
+    assert all(torch.equal(a, b) for a, b in zip(served.parameters(), trained.parameters(), strict=True))
+    assert backend.generate(prompt, GREEDY) == HFBackend(trained, tokenizer).generate(prompt, GREEDY)
+
+
+def test_make_backend_names(tokenizer, tiny):
+    assert isinstance(make_backend("hf", tiny, tokenizer), HFBackend)
+    assert isinstance(make_backend("auto", tiny, tokenizer, model_dir=None), HFBackend)
+    with pytest.raises(ValueError, match="backend='nope'"):
+        make_backend("nope", tiny, tokenizer)
+    with pytest.raises(ValueError, match="model_dir"):
+        make_backend("vllm", tiny, tokenizer, model_dir=None)
