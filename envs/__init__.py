@@ -17,11 +17,13 @@ ENV_IDS: dict[str, str] = {
     "bandit": "turnrl/Bandit-v0",
     "sokoban": "turnrl/Sokoban-v0",
     "frozenlake": "turnrl/FrozenLake-v0",
+    "gsm8k": "turnrl/GSM8K-v0",
 }
 _ENTRY_POINTS: dict[str, str] = {
     "bandit": "envs.bandit:BanditEnv",
     "sokoban": "envs.sokoban:SokobanEnv",
     "frozenlake": "envs.frozenlake:FrozenLakeEnv",
+    "gsm8k": "envs.gsm8k:GSM8KEnv",
 }
 
 for _name, _env_id in ENV_IDS.items():
