@@ -1,0 +1,113 @@
+"""DeepSpeed setup for the policy: ZeRO stage 0-3, bf16 where supported, gradient clipping, LR warmup.
+
+The same code runs in one CPU process (gloo) and under the ``deepspeed`` launcher / torchrun on GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterator
+
+import deepspeed
+import torch
+from deepspeed.runtime.engine import DeepSpeedEngine
+
+from algos.schema import TrainerActorConfig
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_distributed() -> None:
+    """Join (or create) the process group; a plain ``python`` run becomes a world of one.
+
+    CPU workaround: ``deepspeed.initialize`` needs a process group even for one process, and its
+    env:// rendezvous reads MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK, which only a launcher
+    sets. When they are absent we set them for a single local process on a free port; DeepSpeed then
+    picks its CPU accelerator and the gloo backend by itself.
+    """
+    if torch.distributed.is_initialized():
+        return
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
+        os.environ.setdefault(key, value)
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    deepspeed.init_distributed(verbose=False)
+
+
+def bf16_enabled(setting: str) -> bool:
+    """``actor.bf16``: true/false as given; auto = a CUDA GPU with bf16 support (never on CPU)."""
+    if setting == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return setting == "true"
+
+
+def warmup_factor(warmup_steps: int):
+    """LR multiplier at optimizer step s (0-based): ``min(1, (s + 1) / warmup_steps)``; 1 without warmup."""
+
+    def factor(step: int) -> float:
+        return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+    return factor
+
+
+def build_engine(model: torch.nn.Module, actor: TrainerActorConfig) -> DeepSpeedEngine:
+    """Wrap ``model`` in a DeepSpeed engine with torch AdamW and a linear warmup schedule.
+
+    Gradient accumulation is driven by the trainer (``accumulate``), so DeepSpeed sees
+    ``gradient_accumulation_steps = 1`` and one micro-batch per nominal step.
+    """
+    init_distributed()
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=actor.lr, weight_decay=actor.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_factor(actor.lr_warmup_steps))
+    world_size = torch.distributed.get_world_size()
+    ds_config = {
+        "train_micro_batch_size_per_gpu": actor.ppo_micro_batch_size_per_gpu,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": actor.ppo_micro_batch_size_per_gpu * world_size,
+        "gradient_clipping": actor.grad_clip,
+        "zero_optimization": {"stage": actor.zero_stage},
+        "bf16": {"enabled": bf16_enabled(actor.bf16)},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    return engine
+
+
+def accumulate(engine: DeepSpeedEngine, loss: torch.Tensor, is_last: bool) -> float | None:
+    """Backward one micro-batch's (already weighted) loss; ``is_last`` makes it the optimizer step.
+
+    Returns the global gradient norm (before clipping) after the step, else None.
+    """
+    engine.set_gradient_accumulation_boundary(is_last)
+    engine.backward(loss, scale_wrt_gas=False)
+    plain_norm = None
+    if is_last and engine.zero_optimization_stage() == 0 and not engine.bfloat16_enabled():
+        # Plain data parallel keeps no norm of its own; the gradients are still on the module here.
+        plain_norm = float(torch.nn.utils.get_total_norm([p.grad for p in engine.module.parameters()
+                                                         if p.grad is not None]))
+    engine.step()
+    if not is_last:
+        return None
+    norm = engine.get_global_grad_norm()
+    return plain_norm if norm is None else float(norm)
+
+
+@contextlib.contextmanager
+def full_parameters(engine: DeepSpeedEngine) -> Iterator[torch.nn.Module]:
+    """The engine's module with its full weights readable (ZeRO-3 partitions them; gather for the block)."""
+    if engine.zero_optimization_stage() == 3:
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+            yield engine.module
+    else:
+        yield engine.module

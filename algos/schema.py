@@ -1,0 +1,280 @@
+"""The typed schema of a TurnRL run: every key ``scripts/train.py`` accepts, with RAGEN/verl paths.
+
+Registered in Hydra's ConfigStore as ``turnrl_schema`` (``conf/config.yaml`` lists it first in its
+defaults), so composing a config with an unknown key or a value of the wrong type fails at once with
+Hydra's message naming the key. :func:`validate` then builds the dataclasses
+(``OmegaConf.to_object``), which runs every ``__post_init__`` check (a ``ValueError`` naming the key
+and the allowed values), and builds the env once to check its kwargs -- all before any model loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from algos import compute_advantages
+from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig, _require
+
+TINY_RANDOM_MODEL = "tiny-random"
+"""``actor_rollout_ref.model.path`` value that builds a random 2-layer model (tests, smoke runs)."""
+BF16_CHOICES = ("auto", "true", "false")
+BACKEND_CHOICES = ("auto", "hf", "vllm")
+RESUME_CHOICES = ("disable", "auto")
+LOGGER_CHOICES = ("wandb", "console")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class EnvConfig:
+    """``env.*``: which game and the kwargs of its constructor."""
+
+    name: str = "sokoban"
+    """bandit | sokoban | frozenlake."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Passed to the env constructor (e.g. ``dim_room`` for Sokoban, ``is_slippery`` for FrozenLake)."""
+
+
+@dataclass
+class ModelConfig:
+    """``actor_rollout_ref.model.*``."""
+
+    path: str | None = None
+    """null = embedded SmolLM2-135M-Instruct; a local HF folder or hub name; ``tiny-random`` for tests."""
+    dtype: str = "float32"
+    """Weights' dtype on load (training runs fp32 master weights; bf16 compute comes from ``actor.bf16``)."""
+    enable_gradient_checkpointing: bool = False
+    """Recompute activations in backward (less memory, ~30% more compute)."""
+
+
+@dataclass
+class TrainerActorConfig(ActorConfig):
+    """``actor_rollout_ref.actor.*``: the algos options plus how the update runs."""
+
+    ppo_micro_batch_size_per_gpu: int = 4
+    """Episodes per forward/backward pass; gradients accumulate to a ``ppo_mini_batch_size`` step."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage: 0 (plain data parallel), 1, 2 or 3."""
+    bf16: str = "auto"
+    """auto (on when the GPU supports bf16, never on CPU) | true | false."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        key = "actor_rollout_ref.actor."
+        _require(self.ppo_micro_batch_size_per_gpu >= 1, key + "ppo_micro_batch_size_per_gpu",
+                 self.ppo_micro_batch_size_per_gpu, ">= 1")
+        _require(self.zero_stage in (0, 1, 2, 3), key + "zero_stage", self.zero_stage, "0, 1, 2 or 3")
+        _require(self.bf16 in BF16_CHOICES, key + "bf16", self.bf16, str(list(BF16_CHOICES)))
+
+
+@dataclass
+class ValKwargs:
+    """``actor_rollout_ref.rollout.val_kwargs.*``: sampling for validation rollouts."""
+
+    do_sample: bool = False
+    """false = greedy decoding."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class RolloutConfig(RolloutFilterConfig):
+    """``actor_rollout_ref.rollout.*``: generation settings plus the group filter (algos)."""
+
+    name: str = "auto"
+    """Generation backend: auto (vLLM when installed, else hf) | hf | vllm."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    response_length: int = 64
+    """Max new tokens per turn."""
+    max_model_len: int = 2048
+    """Max tokens of a whole episode; longer episodes end truncated."""
+    val_kwargs: ValKwargs = field(default_factory=ValKwargs)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        key = "actor_rollout_ref.rollout."
+        _require(self.name in BACKEND_CHOICES, key + "name", self.name, str(list(BACKEND_CHOICES)))
+        _require(self.temperature > 0, key + "temperature", self.temperature, "> 0")
+        _require(0 < self.top_p <= 1, key + "top_p", self.top_p, "(0, 1]")
+        _require(self.response_length >= 1, key + "response_length", self.response_length, ">= 1")
+        _require(self.max_model_len > self.response_length, key + "max_model_len", self.max_model_len,
+                 f"> response_length ({self.response_length})")
+        _require(self.val_kwargs.temperature > 0, key + "val_kwargs.temperature",
+                 self.val_kwargs.temperature, "> 0")
+        _require(0 < self.val_kwargs.top_p <= 1, key + "val_kwargs.top_p", self.val_kwargs.top_p, "(0, 1]")
+
+
+@dataclass
+class ActorRolloutRefConfig:
+    """``actor_rollout_ref.*`` (verl's grouping: one model acting as actor, rollout and reference)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    actor: TrainerActorConfig = field(default_factory=TrainerActorConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+
+@dataclass
+class EnvSplitConfig:
+    """``es_manager.{train,val}.*``: ``env_groups`` levels per step, ``group_size`` episodes each."""
+
+    env_groups: int = 2
+    group_size: int = 4
+
+
+@dataclass
+class ESManagerConfig:
+    """``es_manager.*``: how many environments run per step (RAGEN's env-state manager)."""
+
+    train: EnvSplitConfig = field(default_factory=EnvSplitConfig)
+    val: EnvSplitConfig = field(default_factory=lambda: EnvSplitConfig(env_groups=2, group_size=1))
+    format_penalty: float = -0.1
+    """Added once for a turn with a missing or invalid action."""
+    train_seed_start: int = 10000
+    val_seed_start: int = 123
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val"):
+            groups = getattr(self, split)
+            _require(groups.env_groups >= 1, f"es_manager.{split}.env_groups", groups.env_groups, ">= 1")
+            _require(groups.group_size >= 1, f"es_manager.{split}.group_size", groups.group_size, ">= 1")
+
+
+@dataclass
+class AgentProxyConfig:
+    """``agent_proxy.*``: the multi-turn agent's limits and prompt style."""
+
+    max_turn: int = 2
+    max_actions_per_turn: int = 5
+    max_actions_per_traj: int | None = None
+    """null = the env's default (Bandit 1, others 10)."""
+    enable_think: bool = True
+    """Ask for ``<think>...</think><answer>...</answer>``; false asks for the answer only."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_turn >= 1, "agent_proxy.max_turn", self.max_turn, ">= 1")
+        _require(self.max_actions_per_turn >= 1, "agent_proxy.max_actions_per_turn",
+                 self.max_actions_per_turn, ">= 1")
+        _require(self.max_actions_per_traj is None or self.max_actions_per_traj >= 1,
+                 "agent_proxy.max_actions_per_traj", self.max_actions_per_traj, "null or >= 1")
+
+
+@dataclass
+class TrainerConfig:
+    """``trainer.*``: run length, naming, checkpoints and validation."""
+
+    project_name: str = "turnrl"
+    experiment_name: str | None = None
+    """null = ``<env>-<algo>`` (the Hydra group choices; ``<env>-<adv_estimator>`` outside Hydra)."""
+    total_training_steps: int = 3
+    save_freq: int = -1
+    """Checkpoint every N steps (and on SIGINT/SIGTERM); <= 0 = only on a signal."""
+    test_freq: int = -1
+    """Validate every N steps and after the last one; <= 0 = never."""
+    val_before_train: bool = False
+    resume: str = "disable"
+    """disable | auto: continue from the newest complete checkpoint in ``default_local_dir`` (to resume
+    a killed run, pass its folder: ``trainer.resume=auto hydra.run.dir=<its run dir>``)."""
+    default_local_dir: str | None = None
+    """Checkpoint folder; null = ``<run dir>/checkpoints``."""
+    max_ckpt_to_keep: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.total_training_steps >= 1, "trainer.total_training_steps", self.total_training_steps,
+                 ">= 1")
+        _require(self.resume in RESUME_CHOICES, "trainer.resume", self.resume, str(list(RESUME_CHOICES)))
+        _require(self.max_ckpt_to_keep >= 1, "trainer.max_ckpt_to_keep", self.max_ckpt_to_keep, ">= 1")
+
+
+@dataclass
+class WandbConfig:
+    """``logger.wandb.*``."""
+
+    mode: str = "offline"
+    """offline (default: no account, no network; ``wandb sync`` later) | online | disabled."""
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _require(self.mode in WANDB_MODES, "logger.wandb.mode", self.mode, str(list(WANDB_MODES)))
+
+
+@dataclass
+class LoggerConfig:
+    """``logger.*``: where metrics go besides ``metrics.jsonl`` (always written)."""
+
+    backend: str = "wandb"
+    """wandb | console."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.backend in LOGGER_CHOICES, "logger.backend", self.backend, str(list(LOGGER_CHOICES)))
+
+
+@dataclass
+class SystemConfig:
+    """``system.*``."""
+
+    CUDA_VISIBLE_DEVICES: str | None = None
+    """GPU ids for this run (e.g. "0" or "0,1"); null leaves the environment as it is."""
+
+
+@dataclass
+class TurnRLConfig:
+    """The whole run (``conf/config.yaml`` + groups + command-line overrides)."""
+
+    seed: int = 0
+    env: EnvConfig = field(default_factory=EnvConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    actor_rollout_ref: ActorRolloutRefConfig = field(default_factory=ActorRolloutRefConfig)
+    es_manager: ESManagerConfig = field(default_factory=ESManagerConfig)
+    agent_proxy: AgentProxyConfig = field(default_factory=AgentProxyConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+
+
+def register_schema() -> None:
+    """Store :class:`TurnRLConfig` as ``turnrl_schema`` (idempotent)."""
+    ConfigStore.instance().store(name="turnrl_schema", node=TurnRLConfig)
+
+
+def advantage_options(config: TurnRLConfig) -> dict[str, Any]:
+    """``compute_advantages`` keywords from ``algorithm.*`` (each estimator takes the ones it declares)."""
+    algorithm = config.algorithm
+    return {
+        "estimator": algorithm.adv_estimator,
+        "norm_adv_by_std_in_grpo": algorithm.norm_adv_by_std_in_grpo,
+        "soft_advantage_reweight": algorithm.soft_advantage_reweight,
+        "tau": algorithm.tau,
+        "epsilon": algorithm.epsilon,
+    }
+
+
+def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
+    """The typed, checked config; raises ``ValueError`` naming the bad key and the allowed values.
+
+    Cheap: builds the dataclasses and the env once (which checks ``env.kwargs``), loads no model.
+    """
+    import envs  # local: keeps `algos.schema` importable without the env package's registrations
+
+    config = cfg if isinstance(cfg, TurnRLConfig) else OmegaConf.to_object(cfg)
+    if not isinstance(config, TurnRLConfig):
+        raise ValueError(f"expected a TurnRL config (turnrl_schema), got {type(config).__name__}")
+    _require(config.env.name in envs.ENV_IDS, "env.name", config.env.name, str(sorted(envs.ENV_IDS)))
+    try:
+        envs.make(config.env.name, **config.env.kwargs).close()
+    except TypeError as error:  # an unknown constructor keyword
+        raise ValueError(f"env.kwargs for {config.env.name!r}: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"env.kwargs for {config.env.name!r}: {error}") from None
+    groups = config.es_manager.train
+    try:  # a dry run on zero rewards checks the estimator against the group shape (e.g. group_size >= 2)
+        compute_advantages(torch.zeros(groups.env_groups, groups.group_size), **advantage_options(config))
+    except ValueError as error:
+        raise ValueError(f"algorithm / es_manager.train: {error}") from None
+    return config

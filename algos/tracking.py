@@ -1,0 +1,143 @@
+"""Run logging: ``metrics.jsonl`` (always), wandb (offline by default) or console, a progress bar and
+a learning-curve PNG at the end.
+
+Named ``tracking`` so it never shadows the standard library's ``logging``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from algos.schema import LoggerConfig
+
+METRICS_FILE = "metrics.jsonl"
+CURVE_FILE = "learning_curve.png"
+CURVE_SERIES = (  # (metric key, label) drawn on the learning curve when present
+    ("reward", "train reward"),
+    ("rollout/success_rate", "train success"),
+    ("val/success_rate", "val success"),
+)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All rows of a ``metrics.jsonl`` (a torn last line, from a killed run, is skipped)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def plot_learning_curve(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Draw reward and success per step into ``path`` (PNG); None when there is nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    drawn = False
+    for key, label in CURVE_SERIES:
+        points = [(row["step"], row[key]) for row in rows if key in row and math.isfinite(row[key])]
+        if points:
+            steps, values = zip(*points, strict=True)
+            axis.plot(steps, values, marker="o", markersize=3, label=label)
+            drawn = True
+    if drawn:
+        axis.set_xlabel("training step")
+        axis.grid(alpha=0.3)
+        axis.legend()
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path if drawn else None
+
+
+class RunLogger:
+    """Writes every step's metrics to ``<run_dir>/metrics.jsonl``, wandb (or nothing more), a tqdm bar.
+
+    ``start_step`` > 0 resumes: rows after it (logged after the checkpoint was taken) are dropped, so
+    the file ends up exactly as an uninterrupted run's; the wandb run with ``wandb_run_id`` continues.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        config: LoggerConfig,
+        *,
+        project: str,
+        name: str,
+        run_config: dict[str, Any],
+        total_steps: int,
+        start_step: int = 0,
+        wandb_run_id: str | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.run_dir / METRICS_FILE
+        kept = [row for row in read_metrics(self.metrics_path) if row.get("step", 0) <= start_step]
+        self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        self.wandb_run = None
+        if config.backend == "wandb":
+            self.wandb_run = self._start_wandb(config, project, name, run_config, wandb_run_id)
+        self.progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
+                             disable=not config.progress_bar, dynamic_ncols=True)
+
+    def _start_wandb(self, config: LoggerConfig, project: str, name: str, run_config: dict[str, Any],
+                     run_id: str | None):
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        return wandb.init(
+            project=project, name=name, dir=str(self.run_dir), mode=config.wandb.mode,
+            entity=config.wandb.entity, tags=list(config.wandb.tags), config=run_config,
+            id=run_id, resume="allow" if run_id else None,
+        )
+
+    @property
+    def wandb_run_id(self) -> str | None:
+        return self.wandb_run.id if self.wandb_run is not None else None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Append one row ``{"step": step, **metrics}`` everywhere and advance the bar to ``step``."""
+        row = {"step": step, **{key: float(value) for key, value in sorted(metrics.items())}}
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        if self.wandb_run is not None:
+            self.wandb_run.log(metrics, step=step)
+        if "reward" in metrics:
+            self.progress.set_postfix(reward=f"{metrics['reward']:.3f}",
+                                      success=f"{metrics.get('rollout/success_rate', float('nan')):.2f}")
+        self.progress.update(step - self.progress.n)
+
+    def write(self, message: str) -> None:
+        """Print a line without breaking the progress bar."""
+        self.progress.write(message)
+
+    def finish(self) -> dict[str, Path | str | None]:
+        """Close the bar and wandb, draw the learning curve; return and print where everything is."""
+        self.progress.close()
+        curve = plot_learning_curve(read_metrics(self.metrics_path), self.run_dir / CURVE_FILE)
+        wandb_location = None
+        if self.wandb_run is not None:
+            offline = self.wandb_run.settings.mode == "offline"
+            wandb_location = str(Path(self.wandb_run.dir).parent) if offline else self.wandb_run.url
+            self.wandb_run.finish()
+        print(f"metrics.jsonl:  {self.metrics_path}")
+        print(f"learning curve: {curve or '(no steps logged)'}")
+        if wandb_location:
+            hint = f"  (offline; upload with: wandb sync {wandb_location})" if offline else ""
+            print(f"wandb run:      {wandb_location}{hint}")
+        return {"metrics_path": self.metrics_path, "curve": curve, "wandb": wandb_location}

@@ -1,0 +1,90 @@
+"""Learning benchmark (not a test): Bandit with the real default model on CPU.
+
+Goal: success rate >= 0.9 by step 30, in under 20 minutes on 2 cores, peak RSS <= 4 GiB. Records the
+curve, time per step and peak RSS as a Markdown report::
+
+    python scripts/bench_learning.py --steps 30 [--out benchmarks/learning.md] [hydra overrides ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from algos.schema import register_schema, validate  # noqa: E402
+
+BANDIT_RUN = [  # 4 levels x 4 pulls per step, short replies, one optimizer step per batch
+    "env=bandit",
+    "logger=console",
+    "es_manager.train.env_groups=4",
+    "es_manager.train.group_size=4",
+    "actor_rollout_ref.rollout.response_length=48",
+    "actor_rollout_ref.actor.lr=2e-5",
+    "trainer.test_freq=-1",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--algo", default="drgrpo")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "learning.md")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. actor_rollout_ref.actor.lr=1e-5")
+    args = parser.parse_args()
+
+    register_schema()
+    overrides = [*BANDIT_RUN, f"algo={args.algo}", f"trainer.total_training_steps={args.steps}", *args.overrides]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        config = validate(compose(config_name="config", overrides=overrides))
+    from algos.trainer import Trainer
+
+    run_dir = Path(tempfile.mkdtemp(prefix="bench_learning-"))
+    start = time.perf_counter()
+    Trainer(config, run_dir).fit()
+    wall = time.perf_counter() - start
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    args.out.write_text(report(rows, wall, overrides, run_dir))
+    print(f"report: {args.out}")
+
+
+def report(rows: list[dict], wall_s: float, overrides: list[str], run_dir: Path) -> str:
+    """Markdown: the settings, the headline numbers against the goals, and the per-step curve."""
+    success = [row["rollout/success_rate"] for row in rows]
+    reached = next((row["step"] for row in rows if row["rollout/success_rate"] >= 0.9), None)
+    step_s = sum(row["timing/step_s"] for row in rows) / len(rows)
+    peak = max(row["timing/peak_rss_gib"] for row in rows)
+    lines = [
+        "# Learning benchmark: Bandit, SmolLM2-135M, CPU",
+        "",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs. Overrides: `{' '.join(overrides)}`. "
+        f"Run dir: {run_dir}",
+        "",
+        "| measure | value | goal |",
+        "| --- | --- | --- |",
+        f"| first step with success >= 0.9 | {reached} | <= 30 |",
+        f"| final success rate | {success[-1]:.2f} | >= 0.9 |",
+        f"| total wall time | {wall_s / 60:.1f} min | < 20 min |",
+        f"| time per step | {step_s:.1f} s | |",
+        f"| peak RSS | {peak:.2f} GiB | <= 4 GiB |",
+        "",
+        "| step | reward | success | s/step |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {row['step']} | {row['reward']:.3f} | {row['rollout/success_rate']:.2f} | "
+              f"{row['timing/step_s']:.1f} |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

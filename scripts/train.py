@@ -1,0 +1,39 @@
+"""Train an LLM agent on a text game: ``python scripts/train.py env=sokoban algo=drgrpo_soft``.
+
+Hydra entry point over ``conf/`` (``--help`` lists the groups and keys; ``-m`` sweeps, e.g.
+``-m algo=grpo,drgrpo,drgrpo_soft``). The config is validated before any model loads.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from algos.schema import register_schema, validate  # noqa: E402
+
+register_schema()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    try:
+        config = validate(cfg)
+    except ValueError as error:
+        sys.exit(f"Invalid config: {error}")
+    from algos.trainer import train  # after validation: imports the model stack
+
+    hydra_config = HydraConfig.get()
+    choices = hydra_config.runtime.choices
+    config.trainer.experiment_name = config.trainer.experiment_name or f"{choices['env']}-{choices['algo']}"
+    run_dir = Path(hydra_config.runtime.output_dir)
+    train(config, run_dir, run_config=OmegaConf.to_container(cfg, resolve=True))
+
+
+if __name__ == "__main__":
+    main()
