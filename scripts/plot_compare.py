@@ -1,0 +1,171 @@
+"""Compare runs: learning curves (mean +- std over seeds as bands) and a final table, PNG + Markdown.
+
+    python scripts/plot_compare.py 'runs/compare/bandit/*' --out runs/compare/bandit/summary
+
+Each run dir holds a ``metrics.jsonl`` (one ``{"step": k, ...}`` row per step, as the trainer writes).
+Runs are grouped by name: a dir ``<label>-seed<s>`` belongs to ``<label>`` (the compare script's
+layout); any other dir is its own label. At every step, a label's curve is the mean over the seeds
+that logged that step, its band the population std (``numpy.std``, ddof 0). The table's "final"
+value of a seed is its mean over its last ``--last`` logged steps; the table shows mean +- std over
+seeds of that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from algos.tracking import METRICS_FILE, read_metrics  # noqa: E402
+
+SEED_SUFFIX = re.compile(r"^(?P<label>.+)-seed(?P<seed>\d+)$")
+CURVES = (("rollout/success_rate", "train success rate"), ("reward", "train reward"))
+TABLE_COLUMNS = (*CURVES, ("val/success_rate", "val success rate"))
+
+
+@dataclass
+class Curve:
+    """One label's metric over steps: the steps, and mean / std / seed count at each step."""
+
+    steps: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    count: np.ndarray
+
+
+def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
+    """Run dirs with a ``metrics.jsonl``, by label (``<label>-seed<s>`` -> ``<label>``), sorted."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for run_dir in sorted(run_dirs):
+        if (run_dir / METRICS_FILE).is_file():
+            match = SEED_SUFFIX.match(run_dir.name)
+            groups[match["label"] if match else run_dir.name].append(run_dir)
+    return dict(groups)
+
+
+def series(rows: list[dict], key: str) -> dict[int, float]:
+    """``{step: value}`` of ``key`` over the rows that have a finite value for it."""
+    return {int(row["step"]): float(row[key]) for row in rows
+            if key in row and isinstance(row[key], (int, float)) and math.isfinite(row[key])}
+
+
+def seed_curve(runs: list[list[dict]], key: str) -> Curve:
+    """Mean and std over runs at each step that at least one run logged."""
+    per_run = [series(rows, key) for rows in runs]
+    steps = sorted(set().union(*per_run)) if per_run else []
+    values = [[run[step] for run in per_run if step in run] for step in steps]
+    return Curve(
+        steps=np.array(steps, dtype=int),
+        mean=np.array([np.mean(v) for v in values]),
+        std=np.array([np.std(v) for v in values]),
+        count=np.array([len(v) for v in values], dtype=int),
+    )
+
+
+def final_values(runs: list[list[dict]], key: str, last: int) -> list[float]:
+    """Each run's mean of ``key`` over its last ``last`` logged steps (runs without it are skipped)."""
+    finals = []
+    for rows in runs:
+        values = list(series(rows, key).values())
+        if values:
+            finals.append(float(np.mean(values[-last:])))
+    return finals
+
+
+def plot(curves: dict[str, dict[str, Curve]], path: Path, title: str) -> Path:
+    """One panel per metric of ``CURVES``; a line and a +-std band per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4.2), squeeze=False)
+    for axis, (key, label) in zip(axes[0], CURVES, strict=True):
+        for name, by_key in curves.items():
+            curve = by_key[key]
+            if len(curve.steps) == 0:
+                continue
+            (line,) = axis.plot(curve.steps, curve.mean, label=name, linewidth=1.6)
+            axis.fill_between(curve.steps, curve.mean - curve.std, curve.mean + curve.std,
+                              color=line.get_color(), alpha=0.2, linewidth=0)
+        axis.set_xlabel("training step")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def format_mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
+
+
+def markdown_table(runs: dict[str, list[list[dict]]], last: int) -> str:
+    """One row per label: seeds, steps reached, final value (mean +- std over seeds) of each column."""
+    header = ["run", "seeds", "steps", *(f"{label} (last {last})" for _, label in TABLE_COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, label_runs in runs.items():
+        steps = max((int(rows[-1]["step"]) for rows in label_runs if rows), default=0)
+        cells = [name, str(len(label_runs)), str(steps)]
+        cells += [format_mean_std(final_values(label_runs, key, last)) for key, _ in TABLE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(run_dirs: list[Path], out: Path, last: int = 5, title: str = "") -> dict:
+    """Write ``<out>.png`` (curves), ``<out>.md`` (table) and ``<out>.json`` (numbers); return the numbers."""
+    if last < 1:
+        raise ValueError(f"last={last} is invalid; allowed: an int >= 1")
+    groups = group_runs(run_dirs)
+    if not groups:
+        raise ValueError(f"none of the {len(run_dirs)} paths is a run dir with a {METRICS_FILE}")
+    runs = {name: [read_metrics(run_dir / METRICS_FILE) for run_dir in dirs] for name, dirs in groups.items()}
+    curves = {name: {key: seed_curve(label_runs, key) for key, _ in CURVES} for name, label_runs in runs.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = plot(curves, out.with_suffix(".png"), title or out.stem)
+    table = markdown_table(runs, last)
+    out.with_suffix(".md").write_text(f"![learning curves]({png.name})\n\n{table}")
+    summary = {
+        name: {
+            "runs": [str(run_dir) for run_dir in groups[name]],
+            "curves": {key: {"step": c.steps.tolist(), "mean": c.mean.tolist(), "std": c.std.tolist()}
+                       for key, c in curves[name].items()},
+            "final": {key: final_values(label_runs, key, last) for key, _ in TABLE_COLUMNS},
+        }
+        for name, label_runs in runs.items()
+    }
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run dirs or glob patterns (quote them), e.g. 'runs/compare/bandit/*'")
+    parser.add_argument("--out", type=Path, required=True, help="output path without suffix: writes .png .md .json")
+    parser.add_argument("--last", type=int, default=5, help="steps averaged for the final table (default 5)")
+    parser.add_argument("--title", default="", help="figure title (default: the --out name)")
+    args = parser.parse_args(argv)
+    run_dirs = [Path(p) for pattern in args.runs for p in (sorted(glob.glob(pattern)) or [pattern])]
+    try:
+        compare([p for p in run_dirs if p.is_dir()], args.out, args.last, args.title)
+    except ValueError as error:
+        parser.error(str(error))
+    print(f"curves: {args.out.with_suffix('.png')}\ntable:  {args.out.with_suffix('.md')}")
+    print(args.out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
