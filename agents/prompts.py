@@ -41,6 +41,8 @@ def format_instruction(enable_think: bool) -> str:
 
 def intro_message(instructions: str, action_names: Sequence[str], max_actions_per_turn: int) -> str:
     """Opening of the first user message: the env's rules and how to write actions."""
+    if not action_names:  # a free-form answer (GSM8K): no action list, no separator
+        return f"{instructions}\n"
     return (
         f"{instructions}\n"
         f"Your available actions are:\n{', '.join(action_names)}\n"

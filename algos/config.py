@@ -15,7 +15,8 @@ from algos.filtering import check_filter_options
 from algos.losses import KL_KINDS, LOSS_AGG_MODES
 
 
-def _require(condition: bool, key: str, value: object, allowed: str) -> None:
+def require(condition: bool, key: str, value: object, allowed: str) -> None:
+    """Raise ``ValueError`` naming ``key``, its bad ``value`` and what is ``allowed`` unless ``condition``."""
     if not condition:
         raise ValueError(f"{key}={value!r} is invalid; allowed: {allowed}")
 
@@ -36,21 +37,21 @@ class AlgorithmConfig:
     """Added to standard deviations before dividing, > 0."""
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.adv_estimator in ESTIMATORS,
             "algorithm.adv_estimator",
             self.adv_estimator,
             str(sorted(ESTIMATORS)),
         )
         supports_soft = "soft_advantage_reweight" in estimator_options(self.adv_estimator)
-        _require(
+        require(
             supports_soft or not self.soft_advantage_reweight,
             "algorithm.soft_advantage_reweight",
             self.soft_advantage_reweight,
             f"false with adv_estimator={self.adv_estimator!r}",
         )
-        _require(self.tau > 0, "algorithm.tau", self.tau, "> 0")
-        _require(self.epsilon > 0, "algorithm.epsilon", self.epsilon, "> 0")
+        require(self.tau > 0, "algorithm.tau", self.tau, "> 0")
+        require(self.epsilon > 0, "algorithm.epsilon", self.epsilon, "> 0")
 
 
 @dataclass
@@ -88,24 +89,24 @@ class ActorConfig:
 
     def __post_init__(self) -> None:
         key = "actor_rollout_ref.actor."
-        _require(
+        require(
             self.loss_agg_mode in LOSS_AGG_MODES,
             key + "loss_agg_mode",
             self.loss_agg_mode,
             str(list(LOSS_AGG_MODES)),
         )
-        _require(self.kl_loss_type in KL_KINDS, key + "kl_loss_type", self.kl_loss_type, str(list(KL_KINDS)))
-        _require(self.kl_loss_coef >= 0, key + "kl_loss_coef", self.kl_loss_coef, ">= 0")
-        _require(0 <= self.clip_ratio_low < 1, key + "clip_ratio_low", self.clip_ratio_low, "[0, 1)")
-        _require(self.clip_ratio_high >= 0, key + "clip_ratio_high", self.clip_ratio_high, ">= 0")
-        _require(self.clip_ratio_c > 1, key + "clip_ratio_c", self.clip_ratio_c, "> 1")
-        _require(self.entropy_coeff >= 0, key + "entropy_coeff", self.entropy_coeff, ">= 0")
-        _require(self.ppo_epochs >= 1, key + "ppo_epochs", self.ppo_epochs, ">= 1")
-        _require(self.ppo_mini_batch_size >= 1, key + "ppo_mini_batch_size", self.ppo_mini_batch_size, ">= 1")
-        _require(self.lr > 0, key + "lr", self.lr, "> 0")
-        _require(self.lr_warmup_steps >= 0, key + "lr_warmup_steps", self.lr_warmup_steps, ">= 0")
-        _require(self.grad_clip > 0, key + "grad_clip", self.grad_clip, "> 0")
-        _require(self.weight_decay >= 0, key + "weight_decay", self.weight_decay, ">= 0")
+        require(self.kl_loss_type in KL_KINDS, key + "kl_loss_type", self.kl_loss_type, str(list(KL_KINDS)))
+        require(self.kl_loss_coef >= 0, key + "kl_loss_coef", self.kl_loss_coef, ">= 0")
+        require(0 <= self.clip_ratio_low < 1, key + "clip_ratio_low", self.clip_ratio_low, "[0, 1)")
+        require(self.clip_ratio_high >= 0, key + "clip_ratio_high", self.clip_ratio_high, ">= 0")
+        require(self.clip_ratio_c > 1, key + "clip_ratio_c", self.clip_ratio_c, "> 1")
+        require(self.entropy_coeff >= 0, key + "entropy_coeff", self.entropy_coeff, ">= 0")
+        require(self.ppo_epochs >= 1, key + "ppo_epochs", self.ppo_epochs, ">= 1")
+        require(self.ppo_mini_batch_size >= 1, key + "ppo_mini_batch_size", self.ppo_mini_batch_size, ">= 1")
+        require(self.lr > 0, key + "lr", self.lr, "> 0")
+        require(self.lr_warmup_steps >= 0, key + "lr_warmup_steps", self.lr_warmup_steps, ">= 0")
+        require(self.grad_clip > 0, key + "grad_clip", self.grad_clip, "> 0")
+        require(self.weight_decay >= 0, key + "weight_decay", self.weight_decay, ">= 0")
 
 
 @dataclass

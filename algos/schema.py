@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from algos import compute_advantages
-from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig, _require
+from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig, require
 
 TINY_RANDOM_MODEL = "tiny-random"
 """``actor_rollout_ref.model.path`` value that builds a random 2-layer model (tests, smoke runs)."""
@@ -64,10 +64,10 @@ class TrainerActorConfig(ActorConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         key = "actor_rollout_ref.actor."
-        _require(self.ppo_micro_batch_size_per_gpu >= 1, key + "ppo_micro_batch_size_per_gpu",
+        require(self.ppo_micro_batch_size_per_gpu >= 1, key + "ppo_micro_batch_size_per_gpu",
                  self.ppo_micro_batch_size_per_gpu, ">= 1")
-        _require(self.zero_stage in (0, 1, 2, 3), key + "zero_stage", self.zero_stage, "0, 1, 2 or 3")
-        _require(self.bf16 in BF16_CHOICES, key + "bf16", self.bf16, str(list(BF16_CHOICES)))
+        require(self.zero_stage in (0, 1, 2, 3), key + "zero_stage", self.zero_stage, "0, 1, 2 or 3")
+        require(self.bf16 in BF16_CHOICES, key + "bf16", self.bf16, str(list(BF16_CHOICES)))
 
 
 @dataclass
@@ -97,15 +97,15 @@ class RolloutConfig(RolloutFilterConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         key = "actor_rollout_ref.rollout."
-        _require(self.name in BACKEND_CHOICES, key + "name", self.name, str(list(BACKEND_CHOICES)))
-        _require(self.temperature > 0, key + "temperature", self.temperature, "> 0")
-        _require(0 < self.top_p <= 1, key + "top_p", self.top_p, "(0, 1]")
-        _require(self.response_length >= 1, key + "response_length", self.response_length, ">= 1")
-        _require(self.max_model_len > self.response_length, key + "max_model_len", self.max_model_len,
+        require(self.name in BACKEND_CHOICES, key + "name", self.name, str(list(BACKEND_CHOICES)))
+        require(self.temperature > 0, key + "temperature", self.temperature, "> 0")
+        require(0 < self.top_p <= 1, key + "top_p", self.top_p, "(0, 1]")
+        require(self.response_length >= 1, key + "response_length", self.response_length, ">= 1")
+        require(self.max_model_len > self.response_length, key + "max_model_len", self.max_model_len,
                  f"> response_length ({self.response_length})")
-        _require(self.val_kwargs.temperature > 0, key + "val_kwargs.temperature",
+        require(self.val_kwargs.temperature > 0, key + "val_kwargs.temperature",
                  self.val_kwargs.temperature, "> 0")
-        _require(0 < self.val_kwargs.top_p <= 1, key + "val_kwargs.top_p", self.val_kwargs.top_p, "(0, 1]")
+        require(0 < self.val_kwargs.top_p <= 1, key + "val_kwargs.top_p", self.val_kwargs.top_p, "(0, 1]")
 
 
 @dataclass
@@ -139,8 +139,8 @@ class ESManagerConfig:
     def __post_init__(self) -> None:
         for split in ("train", "val"):
             groups = getattr(self, split)
-            _require(groups.env_groups >= 1, f"es_manager.{split}.env_groups", groups.env_groups, ">= 1")
-            _require(groups.group_size >= 1, f"es_manager.{split}.group_size", groups.group_size, ">= 1")
+            require(groups.env_groups >= 1, f"es_manager.{split}.env_groups", groups.env_groups, ">= 1")
+            require(groups.group_size >= 1, f"es_manager.{split}.group_size", groups.group_size, ">= 1")
 
 
 @dataclass
@@ -155,10 +155,10 @@ class AgentProxyConfig:
     """Ask for ``<think>...</think><answer>...</answer>``; false asks for the answer only."""
 
     def __post_init__(self) -> None:
-        _require(self.max_turn >= 1, "agent_proxy.max_turn", self.max_turn, ">= 1")
-        _require(self.max_actions_per_turn >= 1, "agent_proxy.max_actions_per_turn",
+        require(self.max_turn >= 1, "agent_proxy.max_turn", self.max_turn, ">= 1")
+        require(self.max_actions_per_turn >= 1, "agent_proxy.max_actions_per_turn",
                  self.max_actions_per_turn, ">= 1")
-        _require(self.max_actions_per_traj is None or self.max_actions_per_traj >= 1,
+        require(self.max_actions_per_traj is None or self.max_actions_per_traj >= 1,
                  "agent_proxy.max_actions_per_traj", self.max_actions_per_traj, "null or >= 1")
 
 
@@ -183,10 +183,10 @@ class TrainerConfig:
     max_ckpt_to_keep: int = 2
 
     def __post_init__(self) -> None:
-        _require(self.total_training_steps >= 1, "trainer.total_training_steps", self.total_training_steps,
+        require(self.total_training_steps >= 1, "trainer.total_training_steps", self.total_training_steps,
                  ">= 1")
-        _require(self.resume in RESUME_CHOICES, "trainer.resume", self.resume, str(list(RESUME_CHOICES)))
-        _require(self.max_ckpt_to_keep >= 1, "trainer.max_ckpt_to_keep", self.max_ckpt_to_keep, ">= 1")
+        require(self.resume in RESUME_CHOICES, "trainer.resume", self.resume, str(list(RESUME_CHOICES)))
+        require(self.max_ckpt_to_keep >= 1, "trainer.max_ckpt_to_keep", self.max_ckpt_to_keep, ">= 1")
 
 
 @dataclass
@@ -199,7 +199,7 @@ class WandbConfig:
     tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _require(self.mode in WANDB_MODES, "logger.wandb.mode", self.mode, str(list(WANDB_MODES)))
+        require(self.mode in WANDB_MODES, "logger.wandb.mode", self.mode, str(list(WANDB_MODES)))
 
 
 @dataclass
@@ -212,7 +212,7 @@ class LoggerConfig:
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        _require(self.backend in LOGGER_CHOICES, "logger.backend", self.backend, str(list(LOGGER_CHOICES)))
+        require(self.backend in LOGGER_CHOICES, "logger.backend", self.backend, str(list(LOGGER_CHOICES)))
 
 
 @dataclass
@@ -265,7 +265,7 @@ def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
     config = cfg if isinstance(cfg, TurnRLConfig) else OmegaConf.to_object(cfg)
     if not isinstance(config, TurnRLConfig):
         raise ValueError(f"expected a TurnRL config (turnrl_schema), got {type(config).__name__}")
-    _require(config.env.name in envs.ENV_IDS, "env.name", config.env.name, str(sorted(envs.ENV_IDS)))
+    require(config.env.name in envs.ENV_IDS, "env.name", config.env.name, str(sorted(envs.ENV_IDS)))
     try:
         envs.make(config.env.name, **config.env.kwargs).close()
     except TypeError as error:  # an unknown constructor keyword

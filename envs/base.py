@@ -67,7 +67,8 @@ class TextEnv(gym.Env[str, int]):
             )
         self.render_mode = render_mode
         self.action_names: tuple[str, ...] = tuple(action_names)
-        self.action_space = spaces.Discrete(len(self.action_names))
+        if self.action_names:  # free-answer envs (GSM8K) have no names and set their own action_space
+            self.action_space = spaces.Discrete(len(self.action_names))
         self.observation_space = spaces.Text(max_length=MAX_OBSERVATION_LENGTH, charset=OBSERVATION_CHARSET)
         self.member = 0
         self.outcome_rng = np.random.default_rng(np.random.SeedSequence(0))

@@ -118,9 +118,7 @@ class GSM8KEnv(TextEnv):
         format_reward: float = 0.0,
         render_mode: str | None = None,
     ) -> None:
-        # TextEnv builds Discrete(len(action_names)) and needs one name; the answer space replaces both.
-        super().__init__(action_names=("answer",), render_mode=render_mode)
-        self.action_names = ()
+        super().__init__(action_names=(), render_mode=render_mode)
         if answer_mode not in ANSWER_MODES:
             raise ValueError(f"answer_mode={answer_mode!r} is unknown; allowed: {list(ANSWER_MODES)}")
         if isinstance(format_reward, bool) or not isinstance(format_reward, (int, float)) or not math.isfinite(

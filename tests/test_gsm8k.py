@@ -350,3 +350,14 @@ def test_eval_batched_greedy_generation_matches_one_at_a_time() -> None:
     batched = greedy_completions(model, tokenizer, questions, batch_size=3, max_new_tokens=6)
     single = greedy_completions(model, tokenizer, questions, batch_size=1, max_new_tokens=6)
     assert batched == single and all(batched)
+
+
+def test_free_answer_prompt_has_no_action_list() -> None:
+    """GSM8K has no named actions: the intro must not promise an action list or a `||` separator."""
+    from agents.prompts import intro_message
+
+    env = envs.make("gsm8k", source="generated")
+    text = intro_message(env.instructions, env.action_names, 1)
+    assert text == env.instructions + "\n"
+    assert "available actions" not in text and "||" not in text
+    assert "available actions are:\nUp, Down" in intro_message("rules", ("Up", "Down"), 5)
