@@ -113,6 +113,8 @@ def make_backend(
 ) -> Backend:
     """Build the backend ``name``: "hf" (transformers ``generate`` on ``model``), "vllm" (an engine
     serving ``model_dir``) or "auto" (vLLM where it is installed and ``model_dir`` is known, else hf).
+    ``backend_kwargs`` are engine options of ``VLLMBackend`` (``max_model_len``, ``dtype``, ``seed``, ...);
+    the hf backend needs none and ignores them, so "auto" can pass them either way.
     """
     if name not in BACKEND_NAMES:
         raise ValueError(f"backend={name!r} is unknown; allowed: {list(BACKEND_NAMES)}")
@@ -134,4 +136,4 @@ def make_backend(
         raise ValueError("backend='hf' needs the model object")
     from agents.backends.hf import HFBackend
 
-    return HFBackend(model, tokenizer, **backend_kwargs)
+    return HFBackend(model, tokenizer)

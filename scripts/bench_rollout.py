@@ -1,0 +1,265 @@
+"""Benchmark one rollout step per backend against the bare engine on the same prompts and token counts.
+
+For each backend (``hf``, and ``vllm`` when it imports) the script plays one training rollout step
+(default: Sokoban, 8 groups x 4 episodes, 5 turns, 96 new tokens per turn) with the real default
+model, recording every ``generate`` call. It then replays those calls on the bare engine
+(``model.generate`` / ``LLM.generate``) with the same prompts, the same sampling settings and seeds,
+and each call's recorded number of new tokens forced (``min_new_tokens`` / ``min_tokens``, no stop
+strings). The prefix cache is reset before the replay so it warms up as in the rollout.
+
+    overhead = rollout wall time / bare replay time   (goal <= 1.10)
+
+Everything else in the rollout (env stepping, parsing, prompt building, batching, stop handling)
+is the difference. Writes JSON (``--out``) and prints a Markdown table.
+
+    python scripts/bench_rollout.py --out benchmarks/rollout.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+
+from agents.backends.base import Backend, SamplingParams
+from agents.backends.hf import HFBackend
+from agents.model import default_model_dir, load_model_and_tokenizer
+from agents.rollout import AgentConfig, RolloutEngine
+
+
+@dataclass
+class GenerateCall:
+    prompts: list[list[int]]
+    params: SamplingParams
+    completions: list[list[int]]
+
+
+@dataclass
+class RecordingBackend:
+    """Passes calls to ``backend`` and records each call's prompts, settings and outputs."""
+
+    backend: Backend
+    calls: list[GenerateCall] = field(default_factory=list)
+
+    def generate(self, prompts, params, max_new_tokens=None):
+        completions = self.backend.generate(prompts, params, max_new_tokens)
+        self.calls.append(GenerateCall([list(p) for p in prompts], params, [list(c) for c in completions]))
+        return completions
+
+    def update_weights(self, model: torch.nn.Module) -> None:
+        self.backend.update_weights(model)
+
+
+def bare_hf_seconds(backend: HFBackend, call: GenerateCall) -> float:
+    """Time of one ``model.generate`` on the call's left-padded prompts, forced to its longest output."""
+    length = max(1, max(len(c) for c in call.completions))
+    width = max(len(p) for p in call.prompts)
+    input_ids = torch.full((len(call.prompts), width), backend.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, prompt in enumerate(call.prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        attention_mask[row, width - len(prompt) :] = 1
+    params = call.params
+    sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+    config = GenerationConfig(
+        do_sample=not params.greedy,
+        **sampling,
+        max_new_tokens=length,
+        min_new_tokens=length,
+        pad_token_id=backend.pad_token_id,
+        eos_token_id=sorted(backend.eos_token_ids),
+    )
+    if params.seed is not None:
+        torch.manual_seed(params.seed)
+    start = time.perf_counter()
+    with torch.no_grad():
+        backend.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+    return time.perf_counter() - start
+
+
+def bare_vllm_seconds(backend: Any, call: GenerateCall) -> float:
+    """Time of one ``LLM.generate`` on the call's prompts, each forced to its recorded output length."""
+    import vllm
+    from vllm.inputs import TokensPrompt
+
+    from agents.backends.vllm import request_seed
+
+    params = call.params
+    requests = [
+        vllm.SamplingParams(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=max(1, len(completion)),
+            min_tokens=max(1, len(completion)),
+            ignore_eos=True,
+            seed=None if params.seed is None else request_seed(params.seed, index),
+        )
+        for index, completion in enumerate(call.completions)
+    ]
+    prompts = [TokensPrompt(prompt_token_ids=prompt) for prompt in call.prompts]
+    start = time.perf_counter()
+    backend.llm.generate(prompts, requests, use_tqdm=False)
+    return time.perf_counter() - start
+
+
+def measure(
+    name: str, backend: Backend, tokenizer, config: AgentConfig, params: SamplingParams
+) -> dict[str, Any]:
+    """Warm up, play one rollout step through a recorder, then replay its calls on the bare engine."""
+    recorder = RecordingBackend(backend)
+    engine = RolloutEngine(config, tokenizer, recorder)
+    warmup = engine.chat.prompt_ids([{"role": "user", "content": "Hello"}], engine.prefill)
+    backend.generate([warmup], SamplingParams(temperature=0.0, max_new_tokens=4))
+
+    start = time.perf_counter()
+    batch = engine.rollout(step=0, params=params)
+    rollout_seconds = time.perf_counter() - start
+
+    if name == "vllm":
+        backend.llm.reset_prefix_cache()
+        bare = sum(bare_vllm_seconds(backend, call) for call in recorder.calls)
+    else:
+        bare = sum(bare_hf_seconds(backend, call) for call in recorder.calls)
+    tokens = sum(len(c) for call in recorder.calls for c in call.completions)
+    return {
+        "backend": name,
+        "episodes": len(batch),
+        "generate_calls": len(recorder.calls),
+        "generated_tokens": tokens,
+        "rollout_seconds": round(rollout_seconds, 3),
+        "bare_seconds": round(bare, 3),
+        "rollout_tokens_per_second": round(tokens / rollout_seconds, 1),
+        "bare_tokens_per_second": round(tokens / bare, 1),
+        "overhead": round(rollout_seconds / bare, 3),
+        "success_rate": batch.metrics["rollout/success_rate"],
+        "mean_turns": batch.metrics["rollout/mean_turns"],
+    }
+
+
+def build_backend(name: str, model, tokenizer, args: argparse.Namespace) -> Backend:
+    if name == "hf":
+        return HFBackend(model, tokenizer)
+    from agents.backends.vllm import VLLMBackend
+
+    return VLLMBackend(
+        default_model_dir(),
+        tokenizer,
+        dtype=args.vllm_dtype,
+        max_model_len=args.max_model_len,
+        seed=args.seed,
+        kv_cache_gib=args.kv_cache_gib,
+        enable_prefix_caching=not args.no_prefix_caching,
+    )
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| backend | episodes | calls | new tokens | rollout s | bare s | rollout tok/s | bare tok/s | overhead |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['backend']} | {r['episodes']} | {r['generate_calls']} | {r['generated_tokens']} | "
+        f"{r['rollout_seconds']:.1f} | {r['bare_seconds']:.1f} | {r['rollout_tokens_per_second']:.1f} | "
+        f"{r['bare_tokens_per_second']:.1f} | {r['overhead']:.3f}x |"
+        for r in results
+    ]
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    vllm_available = importlib.util.find_spec("vllm") is not None
+    parser.add_argument(
+        "--backends", default="hf,vllm" if vllm_available else "hf", help="comma-separated: hf, vllm"
+    )
+    parser.add_argument("--env", default="sokoban")
+    parser.add_argument("--env-groups", type=int, default=8)
+    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--max-turns", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument(
+        "--hf-dtype", default="float32", help="dtype of the trainer model the hf backend uses"
+    )
+    parser.add_argument("--vllm-dtype", default="bfloat16")
+    parser.add_argument("--kv-cache-gib", type=float, default=2.0)
+    parser.add_argument("--no-prefix-caching", action="store_true")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of this process (the hf backend); default: torch's",
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/rollout.json"))
+    args = parser.parse_args()
+    args.backends = [name.strip() for name in args.backends.split(",") if name.strip()]
+    unknown = sorted(set(args.backends) - {"hf", "vllm"})
+    if unknown:
+        parser.error(f"--backends has unknown names {unknown}; allowed: hf, vllm")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model, tokenizer = load_model_and_tokenizer(str(default_model_dir()), dtype=args.hf_dtype)
+    model.eval()
+    config = AgentConfig(
+        env=args.env,
+        env_groups=args.env_groups,
+        group_size=args.group_size,
+        max_turns=args.max_turns,
+        max_model_len=args.max_model_len,
+        show_progress=False,
+    )
+    params = SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    results = []
+    for name in args.backends:
+        backend = build_backend(name, model, tokenizer, args)
+        results.append(measure(name, backend, tokenizer, config, params))
+        print(markdown_table(results[-1:]), flush=True)
+        if hasattr(backend, "close"):
+            backend.close()
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": cpu_model(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1min": os.getloadavg()[0],
+        },
+        "settings": {
+            key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
+        },
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown_table(results))
+
+
+if __name__ == "__main__":
+    main()
