@@ -8,7 +8,7 @@ setup:
 	bash scripts/setup_env.sh
 
 train: setup
-	$(PY) scripts/train.py
+	$(PY) scripts/train.py env=sokoban algo=drgrpo_soft $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -7,28 +7,12 @@ import torch
 
 from agents.backends import HFBackend, SamplingParams, make_backend
 from agents.backends.base import resolve_caps, trim_completion
-from agents.model import build_tiny_model, load_tokenizer
+from agents.model import build_tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=6, stop=())
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model gains nothing from threads, and on shared cores extra ones make it ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(None)
-
-
-@pytest.fixture(scope="module")
-def tiny(tokenizer):
-    return build_tiny_model(tokenizer, seed=0)
 
 
 def encode(tokenizer, text: str) -> list[int]:
@@ -47,12 +31,12 @@ def test_sampling_params_reject_bad_values(kwargs):
 
 def test_caps_default_to_max_new_tokens_and_are_validated():
     params = SamplingParams(max_new_tokens=8)
-    assert resolve_caps(3, params, None) == [8, 8, 8]
-    assert resolve_caps(2, params, [1, 8]) == [1, 8]
+    assert resolve_caps([[1], [2], [3]], params, None) == [8, 8, 8]
+    assert resolve_caps([[1], [2, 3]], params, [1, 8]) == [1, 8]
     with pytest.raises(ValueError, match="entries"):
-        resolve_caps(2, params, [4])
+        resolve_caps([[1], [2]], params, [4])
     with pytest.raises(ValueError, match="caps"):
-        resolve_caps(2, params, [4, 9])
+        resolve_caps([[1], [2]], params, [4, 9])
 
 
 def test_trim_completion_cuts_after_eos_stop_string_or_cap(tokenizer):

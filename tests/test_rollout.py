@@ -10,30 +10,13 @@ import torch
 import envs
 from agents.backends import HFBackend, SamplingParams
 from agents.backends.base import resolve_caps
-from agents.model import build_tiny_model, load_tokenizer
 from agents.rollout import AgentConfig, RolloutEngine
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8)
 SCRIPTED = SamplingParams(temperature=0.0, max_new_tokens=64)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model gains nothing from threads, and on shared cores extra ones make it ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(None)
-
-
-@pytest.fixture(scope="module")
-def tiny(tokenizer):
-    return build_tiny_model(tokenizer, seed=0)
 
 
 class RecordingBackend:
@@ -60,7 +43,7 @@ class ScriptedBackend:
         self.calls = 0
 
     def generate(self, prompts, params, max_new_tokens=None):
-        caps = resolve_caps(len(prompts), params, max_new_tokens)
+        caps = resolve_caps(prompts, params, max_new_tokens)
         reply = self.replies[min(self.calls, len(self.replies) - 1)]
         self.calls += 1
         return [reply[:cap] for cap in caps]

@@ -19,20 +19,10 @@ from agents.backends.hf import HFBackend  # noqa: E402
 from agents.backends.vllm import VLLMBackend  # noqa: E402
 from agents.model import default_model_dir, load_model_and_tokenizer  # noqa: E402
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=24, stop=())
 FP32_LOGPROB_TOLERANCE = 1e-3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread for the HF reference: on a few shared cores, with the engine's own
-    threads beside it, a second thread makes HF generate ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -68,8 +68,14 @@ class Backend(Protocol):
     def update_weights(self, model: torch.nn.Module) -> None: ...
 
 
-def resolve_caps(num_prompts: int, params: SamplingParams, max_new_tokens: Sequence[int] | None) -> list[int]:
-    """Per-prompt token caps: ``params.max_new_tokens`` or the given caps (validated)."""
+def resolve_caps(
+    prompts: Sequence[Sequence[int]], params: SamplingParams, max_new_tokens: Sequence[int] | None
+) -> list[int]:
+    """Check that every prompt has a token, and return the per-prompt token caps: ``params.max_new_tokens``
+    or the given caps (validated)."""
+    if any(len(prompt) == 0 for prompt in prompts):
+        raise ValueError("every prompt needs at least one token")
+    num_prompts = len(prompts)
     if max_new_tokens is None:
         return [params.max_new_tokens] * num_prompts
     caps = [int(cap) for cap in max_new_tokens]

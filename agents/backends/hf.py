@@ -51,9 +51,7 @@ class HFBackend:
     ) -> list[list[int]]:
         if not prompts:
             return []
-        if any(len(prompt) == 0 for prompt in prompts):
-            raise ValueError("every prompt needs at least one token")
-        caps = resolve_caps(len(prompts), params, max_new_tokens)
+        caps = resolve_caps(prompts, params, max_new_tokens)
         device = next(self.model.parameters()).device
         width = max(len(prompt) for prompt in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)

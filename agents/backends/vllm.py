@@ -20,14 +20,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import vllm
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
-from vllm.inputs import TokensPrompt
-from vllm.platforms import current_platform
 
-from agents.backends.base import SamplingParams, resolve_caps, trim_completion
+# vLLM logs every engine start and weight reload at INFO/WARNING (hundreds of lines per run), which
+# buries the training log; show its errors only unless the user asks for more (VLLM_LOGGING_LEVEL=INFO).
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+import vllm  # noqa: E402  (reads VLLM_LOGGING_LEVEL on import)
+from vllm.inputs import TokensPrompt  # noqa: E402
+from vllm.platforms import current_platform  # noqa: E402
+
+from agents.backends.base import SamplingParams, resolve_caps, trim_completion  # noqa: E402
 from agents.model import resolve_dtype
 
 GIB = 2**30
@@ -157,9 +161,7 @@ class VLLMBackend:
     ) -> list[list[int]]:
         if not prompts:
             return []
-        if any(len(prompt) == 0 for prompt in prompts):
-            raise ValueError("every prompt needs at least one token")
-        caps = resolve_caps(len(prompts), params, max_new_tokens)
+        caps = resolve_caps(prompts, params, max_new_tokens)
         too_long = [len(prompt) for prompt in prompts if len(prompt) >= self.max_model_len]
         if too_long:
             raise ValueError(
