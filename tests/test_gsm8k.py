@@ -39,9 +39,7 @@ from envs.gsm8k_answers import (
 from envs.gsm8k_data import TEMPLATES, generate_problems, generated_split, load_gsm8k
 
 REPO = Path(__file__).resolve().parents[1]
-GSM8K_ID = "turnrl/GSM8K-v0"
-if GSM8K_ID not in gym.registry:  # until envs/__init__.py registers it
-    gym.register(id=GSM8K_ID, entry_point="envs.gsm8k:GSM8KEnv")
+GSM8K_ID = envs.ENV_IDS["gsm8k"]
 
 
 # ----------------------------------------------------------------- answer extraction
@@ -297,13 +295,12 @@ def test_reward_funcs_grade_conversational_and_plain_completions() -> None:
 
 
 # ----------------------------------------------------------------- native trainer
-def test_one_native_sr_grpo_step_on_gsm8k(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_native_sr_grpo_step_on_gsm8k(tmp_path) -> None:
     from hydra import compose, initialize_config_dir
 
     from algos.schema import register_schema, validate
     from algos.trainer import Trainer
 
-    monkeypatch.setitem(envs.ENV_IDS, "gsm8k", GSM8K_ID)  # no-op once envs/__init__.py registers gsm8k
     register_schema()
     overrides = ["env=gsm8k", "algo=sr_grpo", "env.kwargs.source=generated", "logger=console",
                  "logger.progress_bar=false", "actor_rollout_ref.model.path=tiny-random",
