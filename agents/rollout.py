@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,19 +161,30 @@ class RolloutEngine:
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else min(self.chat.eos_token_ids, default=0)
 
-    def rollout(self, step: int, params: SamplingParams) -> RolloutBatch:
-        """Training episodes of ``step``; its levels depend only on ``(train_seed_start, step)``."""
+    def rollout(
+        self, step: int, params: SamplingParams, groups: Sequence[int] | None = None, shard: int | None = None
+    ) -> RolloutBatch:
+        """Training episodes of ``step``; its levels depend only on ``(train_seed_start, step)``.
+
+        ``groups`` picks which of the step's ``env_groups`` levels to play (default all), e.g. one
+        data-parallel rank's share; ``shard`` (the rank) keeps that share's sampling seeds its own.
+        """
         if step < 0:
             raise ValueError(f"step={step} is invalid; allowed: an int >= 0")
         first = self.config.train_seed_start + step * self.config.env_groups
-        seeds = list(range(first, first + self.config.env_groups))
-        return self.play(seeds, self.config.group_size, params, (_TRAIN_STREAM, step), f"rollout {step}")
+        seeds = [first + g for g in (range(self.config.env_groups) if groups is None else groups)]
+        key = (_TRAIN_STREAM, step) if shard is None else (_TRAIN_STREAM, step, shard)
+        return self.play(seeds, self.config.group_size, params, key, f"rollout {step}")
 
-    def validate(self, params: SamplingParams) -> RolloutBatch:
-        """Episodes on the held-out levels ``val_seed_start, val_seed_start + 1, ...``."""
+    def validate(
+        self, params: SamplingParams, groups: Sequence[int] | None = None, shard: int | None = None
+    ) -> RolloutBatch:
+        """Episodes on the held-out levels ``val_seed_start, val_seed_start + 1, ...`` (``groups``, ``shard``:
+        as in ``rollout``)."""
         first = self.config.val_seed_start
-        seeds = list(range(first, first + self.config.val_groups))
-        return self.play(seeds, self.config.val_group_size, params, (_VALIDATION_STREAM, 0), "validate")
+        seeds = [first + g for g in (range(self.config.val_groups) if groups is None else groups)]
+        key = (_VALIDATION_STREAM, 0) if shard is None else (_VALIDATION_STREAM, 0, shard)
+        return self.play(seeds, self.config.val_group_size, params, key, "validate")
 
     def play(
         self,

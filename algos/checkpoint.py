@@ -1,13 +1,19 @@
-"""Checkpoints: DeepSpeed state + trainer state, written atomically, the newest N kept; stop on signals.
+"""Checkpoints: DeepSpeed state + trainer state, written atomically, the newest N kept; stop on signals;
+the trained policy exported as a Hugging Face folder; loading a checkpoint's weights into a model.
 
 Layout: ``<ckpt_dir>/global_step_<k>/`` holding DeepSpeed's files (tag ``model``: weights, optimizer,
 LR schedule) and ``trainer_state.pt`` (step, RNG states, logger state). A checkpoint is written into
 ``.tmp-global_step_<k>`` and renamed into place when complete, so a folder named ``global_step_<k>``
 is always complete; leftovers of a killed save are removed.
+
+``<run_dir>/hf_model/`` (written the same atomic way, at the end of training) is the policy as
+``save_pretrained`` writes it, with its tokenizer and ``turnrl_export.json`` (the step it holds):
+``AutoModelForCausalLM.from_pretrained`` loads it, as does any tool taking a model folder.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -20,10 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 from deepspeed.runtime.engine import DeepSpeedEngine
+from transformers import PreTrainedTokenizerBase
+
+from algos.engine import full_parameters
 
 CHECKPOINT_PATTERN = re.compile(r"^global_step_(\d+)$")
 TRAINER_STATE_FILE = "trainer_state.pt"
 DEEPSPEED_TAG = "model"
+HF_MODEL_DIR = "hf_model"
+EXPORT_INFO_FILE = "turnrl_export.json"
 
 
 def rng_state() -> dict[str, Any]:
@@ -105,6 +116,63 @@ def load_checkpoint(engine: DeepSpeedEngine, path: Path) -> dict[str, Any]:
     state = torch.load(Path(path) / TRAINER_STATE_FILE, weights_only=False)
     set_rng_state(state["rng"])
     return state
+
+
+def checkpoint_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The policy weights of a DeepSpeed checkpoint: the module states (ZeRO 0-2), or the fp32 weights
+    gathered from the partitioned optimizer states (ZeRO 3, whose module states are placeholders)."""
+    model_states = Path(checkpoint) / DEEPSPEED_TAG / "mp_rank_00_model_states.pt"
+    if not model_states.is_file():  # ZeRO-3 writes only per-rank files (zero_pp_rank_<r>_mp_rank_00_*)
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=DEEPSPEED_TAG)
+    return torch.load(model_states, map_location="cpu", weights_only=False)["module"]
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state``; only weights tied to a loaded one (e.g. ``lm_head`` = embeddings) may be absent."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    loaded = {own[key].data_ptr() for key in state if key in own}
+    untied = [key for key in missing if own[key].data_ptr() not in loaded]
+    if unexpected or untied:
+        raise ValueError(f"checkpoint does not match the model: missing {untied}, unexpected {unexpected}")
+
+
+def export_hf_model(
+    engine: DeepSpeedEngine, tokenizer: PreTrainedTokenizerBase, run_dir: Path, step: int
+) -> Path:
+    """Write the policy and tokenizer with ``save_pretrained`` to ``<run_dir>/hf_model``; return that path.
+
+    Every rank calls this: under ZeRO-3 the partitioned weights are gathered collectively, then rank 0
+    writes ``.tmp-hf_model`` (plus ``turnrl_export.json`` = ``{"step": step}``) and renames it into
+    place, replacing an older export. The weights are the module's (bf16 when training in bf16).
+    """
+    target = Path(run_dir) / HF_MODEL_DIR
+    staging = target.with_name(f".tmp-{HF_MODEL_DIR}")
+    with full_parameters(engine) as policy:
+        if _is_main_process():
+            shutil.rmtree(staging, ignore_errors=True)
+            policy.save_pretrained(staging, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
+            (staging / EXPORT_INFO_FILE).write_text(json.dumps({"step": step}) + "\n")
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+    _barrier()
+    return target
+
+
+def exported_model(path: Path) -> Path | None:
+    """The complete export at ``path`` itself or at ``path/hf_model``, else None."""
+    for folder in (Path(path), Path(path) / HF_MODEL_DIR):
+        if (folder / EXPORT_INFO_FILE).is_file():
+            return folder
+    return None
+
+
+def export_step(export: Path) -> int:
+    """The training step an ``hf_model`` export holds."""
+    return int(json.loads((Path(export) / EXPORT_INFO_FILE).read_text())["step"])
 
 
 class StopRequest:

@@ -56,6 +56,10 @@ class TrainerActorConfig(ActorConfig):
 
     ppo_micro_batch_size_per_gpu: int = 4
     """Episodes per forward/backward pass; gradients accumulate to a ``ppo_mini_batch_size`` step."""
+    share_prompt_prefix: bool = True
+    """Run the prompt shared by a group's episodes once per micro-batch (``algos.shared_prefix``): same
+    log-probs and gradients, fewer token-forwards. Mini-batches then shuffle whole groups; the saving is
+    largest when ``ppo_micro_batch_size_per_gpu`` is a multiple of ``es_manager.train.group_size``."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage: 0 (plain data parallel), 1, 2 or 3."""
     bf16: str = "auto"
@@ -196,6 +200,8 @@ class WandbConfig:
     mode: str = "offline"
     """offline (default: no account, no network; ``wandb sync`` later) | online | disabled."""
     entity: str | None = None
+    group: str | None = None
+    """Runs sharing a group are shown together (e.g. ``drgrpo-compare-bandit``); null = no group."""
     tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

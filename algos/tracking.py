@@ -100,8 +100,8 @@ class RunLogger:
         os.environ.setdefault("WANDB_SILENT", "true")
         return wandb.init(
             project=project, name=name, dir=str(self.run_dir), mode=config.wandb.mode,
-            entity=config.wandb.entity, tags=list(config.wandb.tags), config=run_config,
-            id=run_id, resume="allow" if run_id else None,
+            entity=config.wandb.entity, group=config.wandb.group, tags=list(config.wandb.tags),
+            config=run_config, id=run_id, resume="allow" if run_id else None,
         )
 
     @property

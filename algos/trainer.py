@@ -11,6 +11,14 @@ One step (``Trainer.train_step``)::
     for ppo_epochs, for mini-batches:                            # one optimizer step each
         loss = policy_loss(logp, old_logp, A) + kl_loss_coef * KL - entropy_coeff * H
     backend.update_weights(policy); log; checkpoint; validate every test_freq steps
+
+Under ``torchrun --nproc_per_node N`` each rank plays its share of the groups and trains on its share
+of every mini-batch, with the same filter, advantages, metrics and gradient as one process over the
+whole batch (``algos.data_parallel``); rank 0 logs. Pass ``hydra.run.dir`` so all ranks share a run dir.
+
+At the end (finished or stopped by a signal) the policy is exported once to ``<run dir>/hf_model``
+(``save_pretrained``; see ``algos.checkpoint``). Only there, not in every checkpoint: checkpoints
+already hold the weights for resuming, and a full model copy per checkpoint would double their size.
 """
 
 from __future__ import annotations
@@ -35,14 +43,28 @@ from agents.rollout import AgentConfig, RolloutBatch, RolloutEngine
 from algos import (
     aggregate_loss,
     compute_advantages,
-    entropy_from_logits,
     filter_groups,
     kl_penalty,
     policy_loss,
 )
-from algos.checkpoint import StopRequest, latest_checkpoint, load_checkpoint, save_checkpoint
+from algos.checkpoint import (
+    StopRequest,
+    export_hf_model,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from algos.data_parallel import (
+    all_reduce_sum,
+    gather_lists,
+    gather_rollout,
+    group_share,
+    rank_and_world,
+    rank_share,
+)
 from algos.engine import accumulate, build_engine, full_parameters
 from algos.schema import TINY_RANDOM_MODEL, ModelConfig, TurnRLConfig, advantage_options
+from algos.shared_prefix import grouped_response_log_probs, response_log_probs, shuffle_by_group
 from algos.tracking import RunLogger
 
 
@@ -74,35 +96,6 @@ def agent_config(config: TurnRLConfig) -> AgentConfig:
         val_group_size=es.val.group_size,
         show_progress=False,  # the trainer's own bar is enough
     )
-
-
-def response_log_probs(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    response_mask: torch.Tensor,
-    temperature: float,
-    entropy_grad: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of every generated token and the policy entropy there, both ``[B, T-1]`` (0 elsewhere).
-
-    Token ``t`` is predicted by the logits at ``t - 1``: column ``j`` scores ``input_ids[:, j + 1]``,
-    with ``response_mask = loss_mask[:, 1:]``. The model computes logits only at the columns that
-    predict a generated token (``logits_to_keep``) and only masked positions go through the softmax,
-    which keeps the ``[.., vocab]`` tensors small. Logits are divided by the sampling temperature so
-    the log-probs are those of the sampling policy. The entropy has gradients only with ``entropy_grad``.
-    """
-    positions = response_mask.bool()
-    columns = positions.any(dim=0).nonzero().flatten()
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=columns).logits
-    logits_at = logits[positions[:, columns]].float() / temperature  # [N, V]
-    targets = input_ids[:, 1:][positions]
-    token_logp = logits_at.gather(-1, targets[:, None]).squeeze(-1) - logits_at.logsumexp(dim=-1)
-    logp = torch.zeros(response_mask.shape, dtype=token_logp.dtype, device=logits.device)
-    entropy = torch.zeros_like(logp)
-    logp[positions] = token_logp
-    entropy[positions] = entropy_from_logits(logits_at if entropy_grad else logits_at.detach())
-    return logp, entropy
 
 
 def loss_coefficients(mask: torch.Tensor, loss_agg_mode: str) -> torch.Tensor:
@@ -139,6 +132,7 @@ class UpdateBatch:
     attention_mask: torch.Tensor  # [B, T]
     response_mask: torch.Tensor  # [B, T-1]: 1 where input_ids[:, t + 1] was generated
     advantages: torch.Tensor  # [B, T-1]: the episode's advantage on each generated token
+    group_index: torch.Tensor  # [B]: episodes of one group start with the same prompt
     old_logp: torch.Tensor | None = None  # None: on-policy single update, taken from the live forward
     ref_logp: torch.Tensor | None = None
 
@@ -151,7 +145,8 @@ class UpdateBatch:
         trim = {"input_ids": width, "attention_mask": width, "response_mask": width - 1, "advantages": width - 1,
                 "old_logp": width - 1, "ref_logp": width - 1}
         values = {name: getattr(self, name) for name in trim}
-        return {name: None if v is None else v[index, : trim[name]] for name, v in values.items()}
+        return {name: None if v is None else v[index, : trim[name]] for name, v in values.items()} | {
+            "group_index": self.group_index[index]}
 
 
 class Trainer:
@@ -189,11 +184,16 @@ class Trainer:
         if rollout_engine is None:
             model_dir = None if config.actor_rollout_ref.model.path == TINY_RANDOM_MODEL else \
                 resolve_model_location(config.actor_rollout_ref.model.path)
-            backend = make_backend(self.rollout_cfg.name, self.engine.module, tokenizer, model_dir)
+            backend = make_backend(self.rollout_cfg.name, self.engine.module, tokenizer, model_dir,
+                                   max_model_len=self.rollout_cfg.max_model_len, seed=config.seed)
             rollout_engine = RolloutEngine(agent_config(config), tokenizer, backend)
         self.rollout_engine = rollout_engine
         self.ckpt_dir = Path(config.trainer.default_local_dir or self.run_dir / "checkpoints")
         self.step = 0
+        self.rank, self.world_size = rank_and_world()
+        if self.world_size > config.es_manager.train.env_groups:
+            raise ValueError(f"es_manager.train.env_groups={config.es_manager.train.env_groups} is invalid with "
+                             f"{self.world_size} ranks; allowed: >= the number of ranks (each plays a share)")
 
     # ----------------------------------------------------------------- sampling settings
     def train_sampling(self, step: int) -> SamplingParams:
@@ -212,7 +212,7 @@ class Trainer:
         """Roll out, filter, compute advantages, update the policy and sync the backend; return metrics."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        batch = self.rollout_engine.rollout(step - 1, self.train_sampling(step))
+        batch = self.play_train_groups(step)
         timings["timing/rollout_s"] = time.perf_counter() - start
         metrics = {**batch.metrics, **episode_metrics(batch)}
 
@@ -241,6 +241,16 @@ class Trainer:
         timings["timing/peak_rss_gib"] = peak_rss_gib()
         return metrics | timings
 
+    def play_train_groups(self, step: int) -> RolloutBatch:
+        """The step's episodes. With several ranks, each plays its contiguous share of the step's groups
+        (levels still depend only on (seed, step)) and every rank gets the gathered batch of all groups."""
+        params = self.train_sampling(step)
+        if self.world_size == 1:
+            return self.rollout_engine.rollout(step - 1, params)
+        share = group_share(self.config.es_manager.train.env_groups, self.rank, self.world_size)
+        local = self.rollout_engine.rollout(step - 1, params, groups=share, shard=self.rank)
+        return gather_rollout(local, self.rollout_engine.pad_token_id)
+
     def make_update_batch(self, batch: RolloutBatch, episode_advantages: torch.Tensor) -> UpdateBatch:
         """Shifted masks and token-level advantages of the kept episodes (group-major order)."""
         response_mask = batch.loss_mask[:, 1:]
@@ -249,6 +259,7 @@ class Trainer:
             attention_mask=batch.attention_mask,
             response_mask=response_mask,
             advantages=episode_advantages[:, None] * response_mask.float(),
+            group_index=batch.group_index,
         )
 
     @torch.no_grad()
@@ -268,36 +279,54 @@ class Trainer:
         """``[B, T-1]`` log-probs of the generated tokens under ``model``, micro-batch by micro-batch."""
         self.engine.eval()
         logp = torch.zeros(batch.response_mask.shape)
-        for index in torch.arange(len(batch)).split(self.actor.ppo_micro_batch_size_per_gpu):
+        chunks = list(torch.arange(len(batch)).split(self.actor.ppo_micro_batch_size_per_gpu))
+        for index, _, is_padding in rank_share(chunks, [1.0] * len(chunks), self.rank, self.world_size):
             part = batch.rows(index)
             tensors = self.to_device(part["input_ids"], part["attention_mask"], part["response_mask"])
-            values, _ = response_log_probs(model, *tensors, self.rollout_cfg.temperature)
-            logp[index, : values.shape[1]] = values.float().cpu()
-        return logp
+            values, _ = grouped_response_log_probs(model, *tensors, self.prompt_groups(part),
+                                                   self.rollout_cfg.temperature)
+            if not is_padding:  # a padding pass only keeps the ranks' pass counts equal
+                logp[index, : values.shape[1]] = values.float().cpu()
+        # each row was computed by exactly one rank; NCCL reduces only device tensors
+        return all_reduce_sum(logp.to(self.engine.device)).cpu()
 
     def to_device(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         return [tensor.to(self.engine.device) for tensor in tensors]
 
+    def prompt_groups(self, part: dict[str, torch.Tensor | None]) -> torch.Tensor | None:
+        """The episodes' group labels for the grouped forward; None (plain forward) without sharing."""
+        return part["group_index"] if self.actor.share_prompt_prefix else None
+
+    def episode_order(self, batch: UpdateBatch, generator: torch.Generator) -> torch.Tensor:
+        """The shuffled episode order of one PPO epoch: whole groups in a random order with
+        ``share_prompt_prefix`` (so micro-batches hold whole groups), else episodes in a random order."""
+        if self.actor.share_prompt_prefix:
+            return shuffle_by_group(batch.group_index, generator)
+        return torch.randperm(len(batch), generator=generator)
+
     def update_policy(self, batch: UpdateBatch, step: int) -> dict[str, float]:
         """``ppo_epochs`` passes over shuffled mini-batches; each mini-batch is one optimizer step,
-        accumulated over micro-batches weighted so the result equals the whole mini-batch's loss."""
+        accumulated over micro-batches weighted so the result equals the whole mini-batch's loss.
+        With several ranks, each runs its share of every mini-batch's micro-batches (``rank_share``)."""
         actor = self.actor
         self.engine.train()
         shuffle = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
         history: dict[str, list[float]] = defaultdict(list)
         for _ in range(actor.ppo_epochs):
-            for mini in torch.randperm(len(batch), generator=shuffle).split(actor.ppo_mini_batch_size):
+            for mini in self.episode_order(batch, shuffle).split(actor.ppo_mini_batch_size):
                 parts = [batch.rows(rows) for rows in mini.split(actor.ppo_micro_batch_size_per_gpu)]
                 weights = micro_batch_weights(batch.response_mask[mini], [part["response_mask"] for part in parts],
                                               actor.loss_agg_mode)
-                for i, (part, weight) in enumerate(zip(parts, weights, strict=True)):
+                mine = rank_share(parts, weights, self.rank, self.world_size)
+                for i, (part, weight, is_padding) in enumerate(mine):
                     loss, micro_metrics = self.micro_batch_loss(part)
-                    grad_norm = accumulate(self.engine, loss * weight, is_last=i == len(parts) - 1)
-                    for key, value in micro_metrics.items():
-                        history[key].append(value)
+                    grad_norm = accumulate(self.engine, loss * weight, is_last=i == len(mine) - 1)
+                    if not is_padding:
+                        for key, value in micro_metrics.items():
+                            history[key].append(value)
                 if grad_norm is not None:
                     history["actor/grad_norm"].append(grad_norm)
-        metrics = {key: float(np.mean(values)) for key, values in history.items()}
+        metrics = {key: float(np.mean(values)) for key, values in gather_lists(history).items()}
         metrics["actor/lr"] = float(self.engine.get_lr()[0])
         return metrics
 
@@ -306,8 +335,9 @@ class Trainer:
         actor = self.actor
         input_ids, attention_mask, mask, advantages = self.to_device(
             part["input_ids"], part["attention_mask"], part["response_mask"], part["advantages"])
-        logp, entropy = response_log_probs(self.engine, input_ids, attention_mask, mask,
-                                           self.rollout_cfg.temperature, entropy_grad=actor.entropy_coeff > 0)
+        logp, entropy = grouped_response_log_probs(self.engine, input_ids, attention_mask, mask,
+                                                   self.prompt_groups(part), self.rollout_cfg.temperature,
+                                                   entropy_grad=actor.entropy_coeff > 0)
         old_logp = logp.detach() if part["old_logp"] is None else part["old_logp"].to(logp.device)
         loss, metrics = policy_loss(
             logp, old_logp, advantages, mask, clip_ratio_low=actor.clip_ratio_low,
@@ -331,16 +361,22 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         tic = time.perf_counter()
-        batch = self.rollout_engine.validate(self.val_sampling())
+        if self.world_size == 1:
+            batch = self.rollout_engine.validate(self.val_sampling())
+        else:  # each rank plays its share of the held-out levels
+            share = group_share(self.config.es_manager.val.env_groups, self.rank, self.world_size)
+            local = self.rollout_engine.validate(self.val_sampling(), groups=share, shard=self.rank) \
+                if len(share) else None
+            batch = gather_rollout(local, self.rollout_engine.pad_token_id)
         metrics = {"val/" + key.split("/", 1)[-1]: value for key, value in batch.metrics.items()}
         metrics["val/reward"] = batch.episode_reward.mean().item()
         metrics["timing/val_s"] = time.perf_counter() - tic
         return metrics
 
-    def trainer_state(self, logger: RunLogger) -> dict[str, Any]:
+    def trainer_state(self, logger: RunLogger | SilentLogger) -> dict[str, Any]:
         return {"wandb_run_id": logger.wandb_run_id, "logger_step": self.step}
 
-    def save(self, logger: RunLogger) -> Path:
+    def save(self, logger: RunLogger | SilentLogger) -> Path:
         return save_checkpoint(self.engine, self.ckpt_dir, self.step, self.trainer_state(logger),
                                keep=self.config.trainer.max_ckpt_to_keep)
 
@@ -363,7 +399,7 @@ class Trainer:
         """Train ``trainer.total_training_steps`` steps; return the last metrics and output locations."""
         trainer = self.config.trainer
         state = self.resume()
-        logger = RunLogger(
+        logger = SilentLogger() if self.rank > 0 else RunLogger(
             self.run_dir, self.config.logger, project=trainer.project_name, name=experiment_name(self.config),
             run_config=run_config or {}, total_steps=trainer.total_training_steps, start_step=self.step,
             wandb_run_id=state.get("wandb_run_id"),
@@ -383,15 +419,36 @@ class Trainer:
                 if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stop:
                     path = self.save(logger)
                     logger.write(f"checkpoint: {path}")
-        return {"step": self.step, "metrics": metrics, "stopped_by": stop.signal_name, **logger.finish()}
+        export = export_hf_model(self.engine, self.tokenizer, self.run_dir, self.step)
+        outputs = logger.finish()
+        if self.rank == 0:
+            print(f"hf model:       {export}")
+        return {"step": self.step, "metrics": metrics, "stopped_by": stop.signal_name, "hf_model": export,
+                **outputs}
+
+
+class SilentLogger:
+    """The logger of ranks > 0: every rank holds the same metrics, rank 0 alone writes them."""
+
+    wandb_run_id = None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def write(self, message: str) -> None:
+        pass
+
+    def finish(self) -> dict[str, Any]:
+        return {}
 
 
 def episode_metrics(batch: RolloutBatch) -> dict[str, float]:
     """The seeds' headline numbers: ``reward`` (mean), ``reward_std`` (mean in-group std, as TRL) and
-    ``completion_length`` (generated tokens per episode)."""
+    ``completion_length`` (generated tokens per episode), and the episodes played (all ranks)."""
     rewards = batch.episode_reward.view(-1, batch.group_size)
     in_group_std = rewards.std(dim=1).mean().item() if batch.group_size > 1 else 0.0
     return {
+        "rollout/num_episodes": float(len(batch)),
         "reward": batch.episode_reward.mean().item(),
         "reward_std": in_group_std,
         "completion_length": batch.loss_mask.sum(dim=1).float().mean().item(),

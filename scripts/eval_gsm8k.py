@@ -3,8 +3,9 @@
     python scripts/eval_gsm8k.py                                   # embedded SmolLM2-135M, test split
     python scripts/eval_gsm8k.py --model outputs/sr_grpo_gsm8k --limit 200 --output eval.json
 
-``--model`` is a Hugging Face folder (e.g. what ``scripts/train_sr_grpo.py`` saves), a hub name, or
-omitted for the embedded SmolLM2-135M. The prompt is the one the TRL example trains with
+``--model`` is a Hugging Face folder (e.g. what ``scripts/train_sr_grpo.py`` saves), a TurnRL run dir
+(its ``hf_model`` export, written at the end of ``scripts/train.py``), a hub name, or omitted for the
+embedded SmolLM2-135M. The prompt is the one the TRL example trains with
 (`envs.gsm8k.chat_messages`); answers are graded by `envs.gsm8k_answers` exactly as in training.
 The JSON holds ``accuracy`` (right number), ``format_rate`` (a closed ``<answer>`` tag with a number)
 and, per problem, the question, reference, extracted answer and completion.
@@ -25,6 +26,7 @@ import torch  # noqa: E402
 from transformers import PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
 
 from agents.model import load_model_and_tokenizer  # noqa: E402
+from algos.checkpoint import TRAINER_STATE_FILE, exported_model  # noqa: E402
 from envs.gsm8k import chat_messages  # noqa: E402
 from envs.gsm8k_answers import (  # noqa: E402
     ANSWER_MODES,
@@ -38,7 +40,8 @@ from envs.gsm8k_data import SOURCES, SPLITS, generated_split, load_gsm8k  # noqa
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="HF folder or hub name; default: the embedded SmolLM2-135M")
+    parser.add_argument("--model", default=None,
+                        help="HF folder, TurnRL run dir (its hf_model) or hub name; default: embedded SmolLM2-135M")
     parser.add_argument("--split", choices=SPLITS, default="test")
     parser.add_argument("--source", choices=SOURCES, default="auto", help="GSM8K from the hub or generated")
     parser.add_argument("--limit", type=int, default=None, help="first N problems only (default: all)")
@@ -53,6 +56,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')}={value} is invalid; allowed: an int >= 1")
     return args
+
+
+def model_location(model: str | None) -> str | None:
+    """``--model`` as ``load_model_and_tokenizer`` takes it: a TurnRL run dir becomes its ``hf_model``."""
+    if model is None:
+        return None
+    export = exported_model(Path(model))
+    if export is not None:
+        return str(export)
+    path = Path(model)
+    if (path / TRAINER_STATE_FILE).is_file() or (path / ".hydra").is_dir():
+        raise ValueError(f"{model} is a TurnRL checkpoint or run dir without an hf_model export; pass a run "
+                         "dir whose training finished (scripts/train.py writes <run dir>/hf_model at the end)")
+    return model
 
 
 @torch.no_grad()
@@ -101,19 +118,20 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.model and (Path(args.model) / "trainer_state.pt").is_file():
-        sys.exit(f"{args.model} is a TurnRL DeepSpeed checkpoint, not a Hugging Face folder; "
-                 "export the policy with save_pretrained and pass that folder")
+    try:
+        location = model_location(args.model)
+    except ValueError as error:
+        sys.exit(str(error))
     data = load_gsm8k(args.split, args.source)
     records = list(data)[: args.limit]
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    model, tokenizer = load_model_and_tokenizer(location)
     model.to(args.device).eval()
     started = time.perf_counter()
     completions = greedy_completions(model, tokenizer, [r["question"] for r in records], args.batch_size,
                                      args.max_new_tokens)
     summary, rows = evaluate(records, completions, args.answer_mode)
     report = {
-        "model": args.model or "smollm2-135m-embedded",
+        "model": location or "smollm2-135m-embedded",
         "split": args.split,
         "data": "generated (GSM8K format, not the benchmark)" if data is generated_split(args.split) else "openai/gsm8k",
         "answer_mode": args.answer_mode,

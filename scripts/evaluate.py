@@ -4,10 +4,11 @@ turns and format-error rate per env, greedy and sampled, as JSON and a Markdown 
     python scripts/evaluate.py --checkpoint runs/compare/bandit/DrGRPO-Soft-seed0 --out eval/soft
     python scripts/evaluate.py --model embedded --envs bandit,sokoban,frozenlake --num-seeds 64 --out eval/base
 
-``--checkpoint`` takes a run dir (its newest checkpoint), its ``checkpoints`` dir or one
-``global_step_<k>`` dir; the run's Hydra overrides (``.hydra/overrides.yaml``) rebuild the same model
-and agent settings. The levels are seeds ``es_manager.val_seed_start + i`` for ``i < --num-seeds``
-(the trainer's validation levels, never used for training). Greedy plays one episode per level;
+``--checkpoint`` takes a run dir (its ``hf_model`` export, or its newest checkpoint when that one is
+newer or there is no export), its ``hf_model`` or ``checkpoints`` dir, or one ``global_step_<k>`` dir;
+the run's Hydra overrides (``.hydra/overrides.yaml``) rebuild the same model and agent settings.
+The levels are seeds ``es_manager.val_seed_start + i`` for ``i < --num-seeds`` (the trainer's
+validation levels, never used for training). Greedy plays one episode per level;
 sampled plays ``--samples`` per level at ``--temperature`` with a fixed sampling seed.
 ``format_error_rate`` = turns with a missing or invalid action / turns played.
 """
@@ -29,7 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from agents.backends import SamplingParams, make_backend  # noqa: E402
 from agents.model import resolve_model_location  # noqa: E402
 from agents.rollout import RolloutEngine  # noqa: E402
-from algos.checkpoint import DEEPSPEED_TAG, latest_checkpoint  # noqa: E402
+from algos.checkpoint import (  # noqa: E402
+    TRAINER_STATE_FILE,
+    checkpoint_state_dict,
+    checkpoints,
+    export_step,
+    exported_model,
+    load_weights,
+)
 from algos.schema import TINY_RANDOM_MODEL, TurnRLConfig, register_schema, validate  # noqa: E402
 from algos.trainer import agent_config, load_policy  # noqa: E402
 
@@ -61,42 +69,26 @@ class Policy:
     """The checkpoint's env: its ``env.*`` overrides apply only when evaluating on it."""
 
 
-def find_checkpoint(path: Path) -> tuple[Path, Path]:
-    """(run dir, ``global_step_<k>`` dir) for a run dir, its checkpoints dir or a checkpoint dir."""
+def find_weights(path: Path) -> tuple[Path, Path]:
+    """(run dir, weights) for ``--checkpoint``: weights are an ``hf_model`` export or a ``global_step_<k>``
+    dir. A run dir gives its export unless its newest checkpoint holds a later step."""
     path = Path(path).resolve()
-    if (path / "trainer_state.pt").is_file():
-        checkpoint = path
+    if (path / TRAINER_STATE_FILE).is_file():
+        weights = path
     else:
-        checkpoint = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
-        if checkpoint is None:
-            raise ValueError(f"--checkpoint {path}: no complete global_step_<k> checkpoint in it or in its "
-                             "checkpoints/ folder (train with trainer.save_freq > 0)")
-    run_dir = next((parent for parent in checkpoint.parents if (parent / ".hydra").is_dir()), None)
+        found = checkpoints(path / "checkpoints") or checkpoints(path)
+        export = exported_model(path)
+        if export is not None and (not found or found[-1][0] <= export_step(export)):
+            weights = export
+        elif found:
+            weights = found[-1][1]
+        else:
+            raise ValueError(f"--checkpoint {path}: no hf_model export and no complete global_step_<k> "
+                             "checkpoint in it or in its checkpoints/ folder")
+    run_dir = next((parent for parent in weights.parents if (parent / ".hydra").is_dir()), None)
     if run_dir is None:
-        raise ValueError(f"--checkpoint {checkpoint}: no run dir with .hydra/overrides.yaml above it")
-    return run_dir, checkpoint
-
-
-def checkpoint_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The policy weights of a DeepSpeed checkpoint: the module states (ZeRO 0-2), or the fp32 weights
-    gathered from the partitioned optimizer states (ZeRO 3, whose module states are placeholders)."""
-    states = torch.load(checkpoint / DEEPSPEED_TAG / "mp_rank_00_model_states.pt", map_location="cpu",
-                        weights_only=False)
-    if states.get("ds_config", {}).get("zero_optimization", {}).get("stage", 0) == 3:
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=DEEPSPEED_TAG)
-    return states["module"]
-
-
-def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load ``state``; only weights tied to a loaded one (e.g. ``lm_head`` = embeddings) may be absent."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    own = model.state_dict()
-    loaded = {own[key].data_ptr() for key in state if key in own}
-    untied = [key for key in missing if own[key].data_ptr() not in loaded]
-    if unexpected or untied:
-        raise ValueError(f"checkpoint does not match the model: missing {untied}, unexpected {unexpected}")
+        raise ValueError(f"--checkpoint {weights}: no run dir with .hydra/overrides.yaml above it")
+    return run_dir, weights
 
 
 def run_overrides(run_dir: Path) -> list[str]:
@@ -121,19 +113,25 @@ def compose_config(overrides: list[str]) -> TurnRLConfig:
 
 
 def load_eval_policy(checkpoint: Path | None, model: str | None, extra: list[str] = ()) -> Policy:
-    """The policy of ``checkpoint`` (its run's model with the trained weights), else the base ``model``."""
-    trained_env = None
+    """The policy of ``checkpoint`` (its export, or its run's model with the checkpoint's weights), else the
+    base ``model``."""
+    trained_env, step_dir = None, None
     if checkpoint is not None:
-        run_dir, step_dir = find_checkpoint(checkpoint)
-        overrides = [*run_overrides(run_dir), *extra]
-        description = f"{run_dir.name} @ {step_dir.name}"
+        run_dir, weights = find_weights(checkpoint)
         trained_env = run_env(run_dir)
+        if exported_model(weights) is not None:  # a model folder: load it as the model path
+            overrides = [*run_overrides(run_dir), f"actor_rollout_ref.model.path='{weights}'", *extra]
+            description = f"{run_dir.name} @ {weights.name} (step {export_step(weights)})"
+        else:
+            step_dir = weights
+            overrides = [*run_overrides(run_dir), *extra]
+            description = f"{run_dir.name} @ {step_dir.name}"
     else:
         overrides = [*model_overrides(model or EMBEDDED), *extra]
         description = f"base model {model or EMBEDDED}"
     config = compose_config([f"env={trained_env or 'bandit'}", *overrides])
     policy, tokenizer = load_policy(config.actor_rollout_ref.model, config.seed)
-    if checkpoint is not None:
+    if step_dir is not None:
         load_weights(policy, checkpoint_state_dict(step_dir))
     return Policy(policy.eval(), tokenizer, overrides, description, trained_env)
 
@@ -194,7 +192,7 @@ def markdown_table(results: list[dict], description: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", type=Path, help="run dir, its checkpoints/ dir or a global_step_<k> dir")
+    source.add_argument("--checkpoint", type=Path, help="run dir, its hf_model/ or checkpoints/ dir, or a global_step_<k> dir")
     source.add_argument("--model", help=f"base model: {EMBEDDED} (default), {TINY_RANDOM_MODEL}, a folder or hub name")
     parser.add_argument("--envs", help="comma-separated envs (default: the run's env; all three for a base model)")
     parser.add_argument("--num-seeds", type=int, default=32, help="held-out levels per env (default 32)")

@@ -152,7 +152,7 @@ def render_episode(policy, env: str, seed: int, out: Path, temperature: float = 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", type=Path, help="run dir, its checkpoints/ dir or a global_step_<k> dir")
+    source.add_argument("--checkpoint", type=Path, help="run dir, its hf_model/ or checkpoints/ dir, or a global_step_<k> dir")
     source.add_argument("--model", help=f"base model: {EMBEDDED} (default), tiny-random, a folder or hub name")
     parser.add_argument("--env", help="bandit | sokoban | frozenlake (default: the run's env, else sokoban)")
     parser.add_argument("--seed", type=int, default=123, help="level seed (default 123, the first held-out level)")

@@ -1,6 +1,6 @@
 """The experiment tools: the six-job compare script (dry run, bad options, a real CPU run where one job
-fails), plot_compare's means and bands on hand-written metrics, evaluate.py and render_episode.py on
-a checkpoint of the tiny model."""
+fails), plot_compare's means and bands on hand-written metrics, evaluate.py, render_episode.py and
+eval_gsm8k.py on the tiny model's run dirs (their hf_model export or a DeepSpeed checkpoint)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from agents.model import build_tiny_model, load_tokenizer
+from algos.checkpoint import checkpoint_state_dict, load_weights
 from algos.schema import register_schema, validate
 from algos.tracking import METRICS_FILE
 
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMPARE = REPO / "scripts" / "runs" / "run_drgrpo_compare.sh"
 sys.path.insert(0, str(REPO / "scripts"))
 
+import eval_gsm8k  # noqa: E402
 import evaluate  # noqa: E402
 import plot_compare  # noqa: E402
 import render_episode  # noqa: E402
@@ -68,7 +70,8 @@ def test_dry_run_prints_the_six_jobs_with_their_filters_and_gpus():
         for index, (line, job, algo) in enumerate(zip(lines, JOBS, ALGOS, strict=True)):
             assignments, overrides, ordered = parse_command(line)
             gpu = "25"[index % 2]
-            assert assignments == {"WANDB_RUN_GROUP": "drgrpo-compare-sokoban", "CUDA_VISIBLE_DEVICES": gpu}
+            assert assignments == {"CUDA_VISIBLE_DEVICES": gpu}
+            assert overrides["logger.wandb.group"] == "drgrpo-compare-sokoban"
             assert overrides["algo"] == algo
             assert overrides["actor_rollout_ref.rollout.rollout_filter_value"] == ("3" if index >= 3 else "6")
             assert overrides["trainer.experiment_name"] == f"{job}-seed0"
@@ -78,6 +81,7 @@ def test_dry_run_prints_the_six_jobs_with_their_filters_and_gpus():
                                       overrides=[o for o in ordered if not o.startswith("hydra.")]))
             assert gpu == config.system.CUDA_VISIBLE_DEVICES
             assert config.env.name == "sokoban"
+            assert config.logger.wandb.group == "drgrpo-compare-sokoban"
             assert config.trainer.total_training_steps == 7
             assert config.es_manager.train.env_groups == 6
             assert config.es_manager.train.group_size == 16
@@ -186,6 +190,7 @@ def test_a_failing_job_is_reported_and_the_others_finish(compare_run):
         # env_groups 2: NoFilter keeps top_k 2 of 2 groups, Filter0.5 keeps 1 of 2
         assert rows[0]["rollout/filter_kept_ratio"] == (0.5 if "Filter0.5" in job else 1.0)
         assert (runs / f"{job}-seed0" / "checkpoints" / "global_step_1" / "trainer_state.pt").is_file()
+        assert (runs / f"{job}-seed0" / "hf_model" / "config.json").is_file()
 
 
 # ----------------------------------------------------------------- plot_compare
@@ -238,13 +243,13 @@ def test_load_weights_copies_every_tensor_and_rejects_a_mismatch():
     tokenizer = load_tokenizer(None)
     source, target = build_tiny_model(tokenizer, seed=0), build_tiny_model(tokenizer, seed=1)
     state = {k: v for k, v in source.state_dict().items() if k != "lm_head.weight"}  # tied to the embeddings
-    evaluate.load_weights(target, state)
+    load_weights(target, state)
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values(),
                                                  strict=True))
     with pytest.raises(ValueError, match="unexpected"):
-        evaluate.load_weights(target, {**state, "extra.weight": torch.zeros(1)})
+        load_weights(target, {**state, "extra.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="missing"):
-        evaluate.load_weights(target, {k: v for k, v in state.items() if "layers.1." not in k})
+        load_weights(target, {k: v for k, v in state.items() if "layers.1." not in k})
 
 
 def test_evaluate_a_checkpoint_greedy_and_sampled(compare_run, tmp_path):
@@ -253,7 +258,8 @@ def test_evaluate_a_checkpoint_greedy_and_sampled(compare_run, tmp_path):
     out = tmp_path / "eval" / "soft"
     evaluate.main(["--checkpoint", str(run_dir), "--num-seeds", "3", "--samples", "2", "--out", str(out)])
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["policy"] == "DrGRPO-Soft-seed0 @ global_step_1"
+    assert report["policy"] == "DrGRPO-Soft-seed0 @ hf_model (step 1)"  # the export: same step as the checkpoint
+    assert report["overrides"][-1] == f"actor_rollout_ref.model.path='{run_dir / 'hf_model'}'"
     results = {r["mode"]: r for r in report["results"]}
     assert (results["greedy"]["episodes"], results["sampled"]["episodes"]) == (3, 6)
     for r in results.values():
@@ -262,8 +268,45 @@ def test_evaluate_a_checkpoint_greedy_and_sampled(compare_run, tmp_path):
         assert r["success_rate"] == 0.0
         assert r["mean_reward"] == pytest.approx(-0.1 * r["format_error_rate"], abs=1e-6)
     assert out.with_suffix(".md").read_text().count("| bandit |") == 2
-    state = evaluate.checkpoint_state_dict(run_dir / "checkpoints" / "global_step_1")
-    assert "model.embed_tokens.weight" in state
+    # the same weights loaded from the DeepSpeed checkpoint play the same greedy episodes
+    step_dir = run_dir / "checkpoints" / "global_step_1"
+    evaluate.main(["--checkpoint", str(step_dir), "--num-seeds", "3", "--modes", "greedy", "--out", str(out)])
+    from_checkpoint = json.loads(out.with_suffix(".json").read_text())
+    assert from_checkpoint["policy"] == "DrGRPO-Soft-seed0 @ global_step_1"
+    assert from_checkpoint["results"][0] == results["greedy"]
+    assert "model.embed_tokens.weight" in checkpoint_state_dict(step_dir)
+
+
+def test_a_newer_checkpoint_wins_over_an_older_export(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "hf_model").mkdir()
+    (run_dir / "hf_model" / "turnrl_export.json").write_text('{"step": 1}')
+    for step in (1, 2):
+        (run_dir / "checkpoints" / f"global_step_{step}").mkdir(parents=True)
+        (run_dir / "checkpoints" / f"global_step_{step}" / "trainer_state.pt").write_bytes(b"")
+    assert evaluate.find_weights(run_dir) == (run_dir, run_dir / "checkpoints" / "global_step_2")
+    (run_dir / "hf_model" / "turnrl_export.json").write_text('{"step": 2}')
+    assert evaluate.find_weights(run_dir) == (run_dir, run_dir / "hf_model")
+    assert evaluate.find_weights(run_dir / "checkpoints" / "global_step_1")[1].name == "global_step_1"
+    with pytest.raises(ValueError, match="no hf_model export and no complete global_step"):
+        evaluate.find_weights(tmp_path)
+
+
+def test_eval_gsm8k_takes_a_run_dir_and_refuses_a_bare_checkpoint(compare_run, tmp_path, capsys):
+    _, runs = compare_run
+    run_dir = runs / "GRPO-NoFilter-seed0"
+    assert eval_gsm8k.model_location(str(run_dir)) == str(run_dir / "hf_model")
+    assert eval_gsm8k.model_location(str(run_dir / "hf_model")) == str(run_dir / "hf_model")
+    assert eval_gsm8k.model_location("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+    with pytest.raises(ValueError, match="without an hf_model export"):
+        eval_gsm8k.model_location(str(run_dir / "checkpoints" / "global_step_1"))
+    out = tmp_path / "gsm8k.json"
+    eval_gsm8k.main(["--model", str(run_dir), "--source", "generated", "--limit", "2", "--max-new-tokens", "4",
+                     "--device", "cpu", "--output", str(out)])
+    report = json.loads(out.read_text())
+    assert report["model"] == str(run_dir / "hf_model") and report["num_problems"] == 2
+    assert report["accuracy"] == 0.0  # 4 random tokens never hold the answer tag
 
 
 def test_render_episode_writes_gif_png_html(compare_run, tmp_path):

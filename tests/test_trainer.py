@@ -1,6 +1,7 @@
 """The training loop with a tiny random model: every algo yaml runs a step, the config schema rejects
 bad input before a model loads, micro-batching is exact, the policy learns in the right direction,
-checkpoints are atomic and a run killed with SIGKILL resumes to the same metrics."""
+checkpoints are atomic, a run killed with SIGKILL resumes to the same metrics, and the final policy
+exported to ``hf_model`` is the checkpoint's, and two ranks under torchrun train as one process would."""
 
 from __future__ import annotations
 
@@ -16,13 +17,23 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agents.model import build_tiny_model, load_tokenizer
 from agents.rollout import RolloutBatch
 from algos import aggregate_loss
-from algos.checkpoint import checkpoints, latest_checkpoint, save_checkpoint
+from algos.checkpoint import (
+    checkpoint_state_dict,
+    checkpoints,
+    export_step,
+    latest_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
+from algos.data_parallel import group_share, rank_share
 from algos.engine import build_engine
-from algos.schema import TrainerActorConfig, register_schema, validate
+from algos.schema import LoggerConfig, TrainerActorConfig, WandbConfig, register_schema, validate
+from algos.tracking import RunLogger
 from algos.trainer import Trainer, micro_batch_weights, response_log_probs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -297,3 +308,101 @@ def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path):
     assert [row["step"] for row in expected] == [1, 2, 3]
     assert len({row["actor/entropy"] for row in expected}) == 3  # the policy really changes every step
     assert _metric_rows(killed) == expected
+
+
+# ----------------------------------------------------------------- the Hugging Face export
+@pytest.mark.parametrize("zero_stage", [0, 3])
+def test_hf_model_export_loads_with_from_pretrained_and_equals_the_checkpoint(tmp_path, tokenizer, zero_stage):
+    config = validate(compose_config([*TINY_RUN, "trainer.save_freq=1", "actor_rollout_ref.actor.lr=1e-2",
+                                      f"actor_rollout_ref.actor.zero_stage={zero_stage}"]))
+    result = Trainer(config, tmp_path).fit()
+    export = tmp_path / "hf_model"
+    assert result["hf_model"] == export and export_step(export) == 1
+    exported = AutoModelForCausalLM.from_pretrained(export).eval()
+    assert len(AutoTokenizer.from_pretrained(export)) == len(tokenizer)
+    trained = build_tiny_model(tokenizer, seed=config.seed)
+    initial_logits = trained(torch.tensor([[1, 2, 3, 4, 5]])).logits
+    load_weights(trained, checkpoint_state_dict(tmp_path / "checkpoints" / "global_step_1"))
+    input_ids = torch.tensor([[tokenizer.bos_token_id or 1, 510, 2113, 314, 4127, 30]])
+    with torch.no_grad():
+        expected, got = trained(input_ids).logits, exported(input_ids).logits
+    assert not torch.allclose(initial_logits, trained(torch.tensor([[1, 2, 3, 4, 5]])).logits)  # it trained
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------- wandb
+def test_wandb_run_gets_the_configured_group_offline(tmp_path):
+    config = LoggerConfig(wandb=WandbConfig(mode="offline", group="drgrpo-compare-bandit", tags=["t"]),
+                          progress_bar=False)
+    logger = RunLogger(tmp_path, config, project="turnrl-test", name="grouped", run_config={"seed": 3},
+                       total_steps=1)
+    try:
+        assert logger.wandb_run.group == "drgrpo-compare-bandit"
+        assert logger.wandb_run.settings.mode == "offline"
+        logger.log({"reward": 0.5}, step=1)
+    finally:
+        outputs = logger.finish()
+    assert Path(outputs["wandb"]).parent == tmp_path / "wandb"
+
+
+# ----------------------------------------------------------------- data parallel (torchrun, gloo)
+def test_group_share_is_contiguous_and_balanced():
+    assert [group_share(5, rank, 2) for rank in (0, 1)] == [range(0, 3), range(3, 5)]
+    assert [list(group_share(4, rank, 3)) for rank in (0, 1, 2)] == [[0, 1], [2], [3]]
+    assert list(group_share(3, 0, 1)) == [0, 1, 2]
+
+
+def test_rank_share_deals_micro_batches_round_robin_and_pads_with_zero_weight():
+    micro, weights = ["a", "b", "c"], [0.5, 0.3, 0.2]
+    # DeepSpeed averages the 2 ranks' gradients, hence weights x 2; rank 1 pads its second pass.
+    assert rank_share(micro, weights, 0, 2) == [("a", 1.0, False), ("c", 0.4, False)]
+    assert rank_share(micro, weights, 1, 2) == [("b", 0.6, False), ("a", 0.0, True)]
+    assert rank_share(micro, weights, 0, 1) == [("a", 0.5, False), ("b", 0.3, False), ("c", 0.2, False)]
+    total = sum(w for rank in (0, 1) for _, w, _ in rank_share(micro, weights, rank, 2)) / 2
+    assert total == pytest.approx(sum(weights))
+
+
+def _torchrun(nproc: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+
+
+@pytest.mark.slow  # two training subprocesses, one of them with two ranks (~30 s)
+def test_two_ranks_log_the_same_metrics_and_gradients_as_one_process(tmp_path):
+    """A scripted rollout (tests/data_parallel_worker.py), 4 groups of 4, top-3 kept = 12
+    episodes in micro-batches of 5 (5, 5, 2: rank 0 runs two, rank 1 one plus a padding pass), two PPO
+    epochs (old log-probs computed shared), seq-mean-token-mean: every metric, the gradient norm
+    included, must equal one process's; a missing x world-size factor would halve the norm."""
+    rollout, actor = "actor_rollout_ref.rollout.", "actor_rollout_ref.actor."
+    overrides = ["algo=drgrpo", "es_manager.train.env_groups=4", rollout + "rollout_filter_strategy=top_k",
+                 rollout + "rollout_filter_value=3", actor + "ppo_micro_batch_size_per_gpu=5",
+                 actor + "ppo_mini_batch_size=12", actor + "ppo_epochs=2",
+                 actor + "loss_agg_mode=seq-mean-token-mean", actor + "lr=1e-3",
+                 "trainer.total_training_steps=2", "trainer.test_freq=-1"]
+    worker = str(REPO / "tests" / "data_parallel_worker.py")
+    env = _fresh_environment()
+    subprocess.run([sys.executable, worker, str(tmp_path / "one"), *overrides], check=True, capture_output=True,
+                   timeout=300, cwd=REPO, env=env)
+    subprocess.run([*_torchrun(2), worker, str(tmp_path / "two"), *overrides], check=True, capture_output=True,
+                   timeout=300, cwd=REPO, env=env)
+    one, two = _metric_rows(tmp_path / "one"), _metric_rows(tmp_path / "two")
+    assert [row["step"] for row in two] == [1, 2]
+    assert one[0]["rollout/num_episodes"] == 16 and one[0]["rollout/filter_kept_ratio"] == 0.75
+    assert one[0]["actor/grad_norm"] > 0.1 and one[1]["actor/ppo_kl"] != 0
+    for row_one, row_two in zip(one, two, strict=True):
+        assert row_two == pytest.approx(row_one, rel=1e-5, abs=1e-7)
+
+
+def test_torchrun_two_ranks_train_on_all_groups(tmp_path):
+    """The train script under torchrun on CPU: 3 groups split 2 + 1 over the ranks, the top-2 filter
+    ranks all 3, the metrics (rank 0's file) count every episode, and the export is written once."""
+    result = subprocess.run(
+        [*_torchrun(2), str(REPO / "scripts" / "train.py"), *TINY_RUN, "es_manager.train.env_groups=3",
+         "actor_rollout_ref.rollout.rollout_filter_strategy=top_k",
+         "actor_rollout_ref.rollout.rollout_filter_value=2", "trainer.test_freq=1", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300, cwd=REPO, env=_fresh_environment())
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = _metric_rows(tmp_path)
+    assert row["rollout/num_episodes"] == 6 and row["rollout/filter_kept_ratio"] == pytest.approx(2 / 3)
+    assert row["rollout/generated_tokens"] == 6 * 8  # a random model always writes all 8 tokens
+    assert row["val/tokens"] > 0 and row["rollout/format_error_rate"] == 1.0
+    assert result.stdout.count("hf model:") == 1 and (tmp_path / "hf_model" / "config.json").is_file()

@@ -6,7 +6,8 @@
 #
 # scheduled over a GPU list, one job per GPU at a time (more jobs than GPUs queue), or one after
 # another on CPU. Each job gets its own run dir <out>/<task>/<job>-seed<s> (stdout+stderr in job.log
-# there, metrics.jsonl, checkpoints) and its own wandb run, grouped as drgrpo-compare-<task>.
+# there, metrics.jsonl, checkpoints, hf_model) and its own wandb run, grouped as drgrpo-compare-<task>
+# (logger.wandb.group).
 # A failing job is reported and the others go on; the exit status is 1 if any job failed.
 #
 # Environment: TURNRL_PYTHON (interpreter; default the repo's .venv), TURNRL_COMPARE_DIR (run root;
@@ -96,9 +97,10 @@ GROUP="drgrpo-compare-$TASK"
 job_command() {
   local job="$1" seed="$2" device="$3" top_k="$ENV_GROUPS"
   [[ "$job" == *Filter0.5 ]] && top_k=$((ENV_GROUPS / 2))
-  CMD=(env "WANDB_RUN_GROUP=$GROUP" "CUDA_VISIBLE_DEVICES=$device"
+  CMD=(env "CUDA_VISIBLE_DEVICES=$device"
     "$PYTHON" "$REPO/scripts/train.py"
     "env=$TASK" "algo=${JOB_ALGO[$job]}" "model=${MODEL_CONFIG[$MODEL_SIZE]}" "seed=$seed"
+    "logger.wandb.group=$GROUP"
     "trainer.total_training_steps=$STEPS"
     "es_manager.train.env_groups=$ENV_GROUPS"
     "actor_rollout_ref.rollout.rollout_filter_strategy=top_k"
