@@ -106,3 +106,9 @@ class ChatTokenizer:
 def _eos_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
     ids = tokenizer.eos_token_id
     return frozenset([ids] if isinstance(ids, int) else (ids or []))
+
+
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The tokenizer's pad id, else its smallest end-of-sequence id (padding is always masked out)."""
+    pad = tokenizer.pad_token_id
+    return pad if pad is not None else min(_eos_token_ids(tokenizer), default=0)

@@ -36,6 +36,7 @@ from agents.prompts import (
     SYSTEM_PROMPT,
     ChatTokenizer,
     intro_message,
+    pad_token_id,
     prefill_text,
     reward_message,
     turn_message,
@@ -146,6 +147,23 @@ class _Episode:
         self.loss_mask.extend([int(generated)] * len(ids))
 
 
+def actions_per_traj(config: AgentConfig, env: envs.TextEnv) -> int:
+    """The episode's action budget: ``config.max_actions_per_traj``, else the env class's default."""
+    return config.max_actions_per_traj or type(env).default_max_actions_per_traj
+
+
+def opening(
+    env: envs.TextEnv, config: AgentConfig, seed: int, member: int, max_new_tokens: int
+) -> tuple[list[dict[str, str]], str]:
+    """Reset ``env`` on level ``seed`` and return the episode's opening chat (system + first user
+    message) and the first observation."""
+    observation, _ = env.reset(seed=seed, options={"member": member})
+    budget = actions_per_traj(config, env)
+    first_user = intro_message(env.instructions, env.action_names, min(config.max_actions_per_turn, budget))
+    first_user += turn_message(1, observation, budget, config.enable_think, max_new_tokens)
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": first_user}], observation
+
+
 class RolloutEngine:
     """Plays batches of episodes with a backend; ``rollout(step)`` for training, ``validate()`` held out."""
 
@@ -156,10 +174,8 @@ class RolloutEngine:
         self.chat = ChatTokenizer(tokenizer)
         self.prefill = prefill_text(config.enable_think)
         self._envs: list[envs.TextEnv] = []
-        env_class = type(self._env(0))
-        self.max_actions_per_traj = config.max_actions_per_traj or env_class.default_max_actions_per_traj
-        pad = tokenizer.pad_token_id
-        self.pad_token_id = pad if pad is not None else min(self.chat.eos_token_ids, default=0)
+        self.max_actions_per_traj = actions_per_traj(config, self._env(0))
+        self.pad_token_id = pad_token_id(tokenizer)
 
     def rollout(
         self, step: int, params: SamplingParams, groups: Sequence[int] | None = None, shard: int | None = None
@@ -228,12 +244,7 @@ class RolloutEngine:
 
     def _start(self, env_index: int, group: int, seed: int, member: int, params: SamplingParams) -> _Episode:
         env = self._env(env_index)
-        observation, _ = env.reset(seed=seed, options={"member": member})
-        max_actions = min(self.config.max_actions_per_turn, self.max_actions_per_traj)
-        first_user = intro_message(env.instructions, env.action_names, max_actions) + turn_message(
-            1, observation, self.max_actions_per_traj, self.config.enable_think, params.max_new_tokens
-        )
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": first_user}]
+        messages, observation = opening(env, self.config, seed, member, params.max_new_tokens)
         prompt = self.chat.prompt_ids(messages, self.prefill)
         episode = _Episode(env, group, seed, [], [], messages, observation, self.max_actions_per_traj)
         if len(prompt) >= self.config.max_model_len:

@@ -167,6 +167,28 @@ class AgentProxyConfig:
 
 
 @dataclass
+class FormatWarmupConfig:
+    """``format_warmup.*``: supervised steps on well-formed replies with uniformly random valid actions,
+    before RL, for a model too small to follow the reply format (``algos.format_warmup``). Teaches the
+    format, not the task; skipped when a run resumes from a checkpoint."""
+
+    steps: int = 0
+    """0 = off."""
+    lr: float = 1e-4
+    """Constant AdamW learning rate of the warm-up (its own optimizer, dropped afterwards)."""
+    levels_per_step: int = 2
+    """Levels per step; ``steps * levels_per_step`` distinct levels are demonstrated, each once."""
+    replies_per_level: int = 4
+    """Demonstrated replies per level (they share the level's prompt, which runs once)."""
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 0, "format_warmup.steps", self.steps, ">= 0 (0 = off)")
+        require(self.lr > 0, "format_warmup.lr", self.lr, "> 0")
+        require(self.levels_per_step >= 1, "format_warmup.levels_per_step", self.levels_per_step, ">= 1")
+        require(self.replies_per_level >= 1, "format_warmup.replies_per_level", self.replies_per_level, ">= 1")
+
+
+@dataclass
 class TrainerConfig:
     """``trainer.*``: run length, naming, checkpoints and validation."""
 
@@ -239,6 +261,7 @@ class TurnRLConfig:
     actor_rollout_ref: ActorRolloutRefConfig = field(default_factory=ActorRolloutRefConfig)
     es_manager: ESManagerConfig = field(default_factory=ESManagerConfig)
     agent_proxy: AgentProxyConfig = field(default_factory=AgentProxyConfig)
+    format_warmup: FormatWarmupConfig = field(default_factory=FormatWarmupConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
@@ -273,11 +296,15 @@ def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
         raise ValueError(f"expected a TurnRL config (turnrl_schema), got {type(config).__name__}")
     require(config.env.name in envs.ENV_IDS, "env.name", config.env.name, str(sorted(envs.ENV_IDS)))
     try:
-        envs.make(config.env.name, **config.env.kwargs).close()
+        env = envs.make(config.env.name, **config.env.kwargs)
     except TypeError as error:  # an unknown constructor keyword
         raise ValueError(f"env.kwargs for {config.env.name!r}: {error}") from None
     except ValueError as error:
         raise ValueError(f"env.kwargs for {config.env.name!r}: {error}") from None
+    free_form = not env.action_names
+    env.close()
+    require(config.format_warmup.steps == 0 or not free_form, "format_warmup.steps", config.format_warmup.steps,
+            f"0 with env={config.env.name} (its answers are free-form: no random valid action to demonstrate)")
     groups = config.es_manager.train
     try:  # a dry run on zero rewards checks the estimator against the group shape (e.g. group_size >= 2)
         compute_advantages(torch.zeros(groups.env_groups, groups.group_size), **advantage_options(config))

@@ -38,7 +38,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.backends import SamplingParams, make_backend
+from agents.demonstrations import format_demonstrations
 from agents.model import build_tiny_model, load_model_and_tokenizer, load_tokenizer, resolve_model_location
+from agents.prompts import pad_token_id
 from agents.rollout import AgentConfig, RolloutBatch, RolloutEngine
 from algos import (
     aggregate_loss,
@@ -63,6 +65,7 @@ from algos.data_parallel import (
     rank_share,
 )
 from algos.engine import accumulate, build_engine, full_parameters
+from algos.format_warmup import format_warmup
 from algos.schema import TINY_RANDOM_MODEL, ModelConfig, TurnRLConfig, advantage_options
 from algos.shared_prefix import grouped_response_log_probs, response_log_probs, shuffle_by_group
 from algos.tracking import RunLogger
@@ -175,6 +178,8 @@ class Trainer:
         if config.actor_rollout_ref.model.enable_gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.tokenizer = tokenizer
+        self.ckpt_dir = Path(config.trainer.default_local_dir or self.run_dir / "checkpoints")
+        self.warmup_metrics = self.warm_up_format(model)
         self.reference = None
         if self.actor.use_kl_loss:  # frozen copy of the initial policy
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
@@ -188,12 +193,28 @@ class Trainer:
                                    max_model_len=self.rollout_cfg.max_model_len, seed=config.seed)
             rollout_engine = RolloutEngine(agent_config(config), tokenizer, backend)
         self.rollout_engine = rollout_engine
-        self.ckpt_dir = Path(config.trainer.default_local_dir or self.run_dir / "checkpoints")
         self.step = 0
         self.rank, self.world_size = rank_and_world()
         if self.world_size > config.es_manager.train.env_groups:
             raise ValueError(f"es_manager.train.env_groups={config.es_manager.train.env_groups} is invalid with "
                              f"{self.world_size} ranks; allowed: >= the number of ranks (each plays a share)")
+
+    def warm_up_format(self, model: PreTrainedModel) -> dict[str, float]:
+        """``format_warmup.steps`` supervised steps on format demonstrations (``algos.format_warmup``), on
+        the bare model; none when off or when ``trainer.resume=auto`` finds a checkpoint to load instead.
+        Every rank runs the same deterministic warm-up, so the ranks start RL from equal weights."""
+        warmup = self.config.format_warmup
+        resuming = self.config.trainer.resume == "auto" and latest_checkpoint(self.ckpt_dir) is not None
+        if warmup.steps == 0 or resuming:
+            return {}
+        levels = format_demonstrations(
+            agent_config(self.config), self.tokenizer, warmup.steps * warmup.levels_per_step,
+            warmup.replies_per_level, self.config.actor_rollout_ref.rollout.response_length, seed=self.config.seed,
+        )
+        metrics = format_warmup(model, levels, warmup.levels_per_step, warmup.lr, pad_token_id(self.tokenizer))
+        print(f"format warm-up: {warmup.steps} steps, reply NLL {metrics['format_warmup/loss_start']:.3f} -> "
+              f"{metrics['format_warmup/loss_end']:.3f} in {metrics['format_warmup/seconds']:.0f} s")
+        return metrics
 
     # ----------------------------------------------------------------- sampling settings
     def train_sampling(self, step: int) -> SamplingParams:
@@ -406,8 +427,8 @@ class Trainer:
         )
         metrics: dict[str, float] = {}
         with StopRequest() as stop:
-            if trainer.val_before_train and self.step == 0:
-                logger.log(self.validate(), step=0)
+            if self.step == 0 and (self.warmup_metrics or trainer.val_before_train):
+                logger.log(self.warmup_metrics | (self.validate() if trainer.val_before_train else {}), step=0)
             while self.step < trainer.total_training_steps and not stop:
                 self.step += 1
                 metrics = self.train_step(self.step)

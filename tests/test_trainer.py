@@ -241,6 +241,26 @@ def test_every_algo_config_trains_one_step_on_bandit(algo, tmp_path):
     assert row["step"] == 1 and row["reward"] == pytest.approx(metrics["reward"])
 
 
+def test_format_warmup_runs_before_rl_logs_at_step_0_and_is_skipped_on_resume(tmp_path, capsys):
+    warmup = ["format_warmup.steps=2", "format_warmup.levels_per_step=1", "format_warmup.replies_per_level=2",
+              "trainer.save_freq=1", "agent_proxy.enable_think=false"]
+    Trainer(validate(compose_config([*TINY_RUN, *warmup])), tmp_path).fit()
+    first = _metric_rows(tmp_path)[0]
+    assert first["step"] == 0 and first["format_warmup/loss_end"] < first["format_warmup/loss_start"]
+    assert "format warm-up: 2 steps" in capsys.readouterr().out
+    resumed = Trainer(validate(compose_config([*TINY_RUN, *warmup, "trainer.resume=auto",
+                                               "trainer.total_training_steps=2"])), tmp_path)
+    assert resumed.warmup_metrics == {}  # the checkpoint already holds the warmed-up weights
+    assert "format warm-up" not in capsys.readouterr().out
+
+
+def test_format_warmup_is_rejected_for_free_form_answers():
+    with pytest.raises(ValueError, match=r"format_warmup\.steps=3 is invalid; allowed: 0 with env=gsm8k"):
+        validate(compose_config([*TINY_RUN, "env=gsm8k", "format_warmup.steps=3"]))
+    with pytest.raises(ValueError, match=r"format_warmup\.levels_per_step=0 is invalid; allowed: >= 1"):
+        validate(compose_config([*TINY_RUN, "format_warmup.levels_per_step=0"]))
+
+
 # ----------------------------------------------------------------- checkpoints
 def test_checkpoints_are_atomic_and_only_the_newest_are_kept(tmp_path):
     engine = build_engine(torch.nn.Linear(3, 2), TrainerActorConfig(lr=0.1))

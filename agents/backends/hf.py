@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from agents.backends.base import SamplingParams, resolve_caps, trim_completion
+from agents.prompts import pad_token_id
 
 
 class HFBackend:
@@ -28,8 +29,7 @@ class HFBackend:
         configured = model.generation_config.eos_token_id
         configured = [configured] if isinstance(configured, int) else list(configured or [])
         self.eos_token_ids = frozenset(configured + [tokenizer.eos_token_id]) - {None}
-        pad = tokenizer.pad_token_id
-        self.pad_token_id = pad if pad is not None else min(self.eos_token_ids, default=0)
+        self.pad_token_id = pad_token_id(tokenizer)
 
     def _generation_config(self, params: SamplingParams, max_new_tokens: int) -> GenerationConfig:
         # Neutral values are explicit: unset (None) fields would be filled from the model's
