@@ -193,6 +193,8 @@ class Trainer:
                                    max_model_len=self.rollout_cfg.max_model_len, seed=config.seed)
             rollout_engine = RolloutEngine(agent_config(config), tokenizer, backend)
         self.rollout_engine = rollout_engine
+        if self.warmup_metrics:  # a vLLM engine loaded the weights from disk, before the warm-up
+            self.sync_backend()
         self.step = 0
         self.rank, self.world_size = rank_and_world()
         if self.world_size > config.es_manager.train.env_groups:
@@ -215,6 +217,11 @@ class Trainer:
         print(f"format warm-up: {warmup.steps} steps, reply NLL {metrics['format_warmup/loss_start']:.3f} -> "
               f"{metrics['format_warmup/loss_end']:.3f} in {metrics['format_warmup/seconds']:.0f} s")
         return metrics
+
+    def sync_backend(self) -> None:
+        """Push the policy's current weights into the rollout backend."""
+        with full_parameters(self.engine) as policy:
+            self.rollout_engine.backend.update_weights(policy)
 
     # ----------------------------------------------------------------- sampling settings
     def train_sampling(self, step: int) -> SamplingParams:
@@ -254,8 +261,7 @@ class Trainer:
         tic = time.perf_counter()
         metrics |= self.update_policy(update_batch, step)
         timings["timing/update_s"] = time.perf_counter() - tic
-        with full_parameters(self.engine) as policy:
-            self.rollout_engine.backend.update_weights(policy)
+        self.sync_backend()
 
         timings["timing/step_s"] = time.perf_counter() - start
         timings["timing/tokens_per_s"] = metrics["rollout/tokens"] / timings["timing/step_s"]
@@ -411,8 +417,7 @@ class Trainer:
             return {}
         state = load_checkpoint(self.engine, path)
         self.step = int(state["step"])
-        with full_parameters(self.engine) as policy:
-            self.rollout_engine.backend.update_weights(policy)
+        self.sync_backend()
         print(f"resumed from {path} (step {self.step})")
         return state
 

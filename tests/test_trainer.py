@@ -5,6 +5,7 @@ exported to ``hf_model`` is the checkpoint's, and two ranks under torchrun train
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -19,8 +20,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from agents.backends.hf import HFBackend
 from agents.model import build_tiny_model, load_tokenizer
-from agents.rollout import RolloutBatch
+from agents.rollout import RolloutBatch, RolloutEngine
 from algos import aggregate_loss
 from algos.checkpoint import (
     checkpoint_state_dict,
@@ -34,7 +36,7 @@ from algos.data_parallel import group_share, rank_share
 from algos.engine import build_engine
 from algos.schema import LoggerConfig, TrainerActorConfig, WandbConfig, register_schema, validate
 from algos.tracking import RunLogger
-from algos.trainer import Trainer, micro_batch_weights, response_log_probs
+from algos.trainer import Trainer, agent_config, micro_batch_weights, response_log_probs
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -252,6 +254,30 @@ def test_format_warmup_runs_before_rl_logs_at_step_0_and_is_skipped_on_resume(tm
                                                "trainer.total_training_steps=2"])), tmp_path)
     assert resumed.warmup_metrics == {}  # the checkpoint already holds the warmed-up weights
     assert "format warm-up" not in capsys.readouterr().out
+
+
+def test_warmed_up_weights_reach_the_rollout_backend_before_the_first_rollout(tokenizer, tmp_path):
+    class SnapshotBackend(HFBackend):
+        """Keeps its own copy of the weights (as a vLLM engine does) and records each push."""
+
+        def __init__(self, model, tokenizer) -> None:
+            super().__init__(copy.deepcopy(model), tokenizer)
+            self.pushes = 0
+
+        def update_weights(self, model) -> None:
+            self.model.load_state_dict(model.state_dict())
+            self.pushes += 1
+
+    config = validate(compose_config([*TINY_RUN, "format_warmup.steps=2", "agent_proxy.enable_think=false"]))
+    model = build_tiny_model(tokenizer, seed=0)
+    initial = {name: value.clone() for name, value in model.state_dict().items()}
+    backend = SnapshotBackend(model, tokenizer)
+    trainer = Trainer(config, tmp_path, model=model, tokenizer=tokenizer,
+                      rollout_engine=RolloutEngine(agent_config(config), tokenizer, backend))
+    assert backend.pushes == 1
+    for name, value in backend.model.state_dict().items():
+        assert torch.equal(value, trainer.engine.module.state_dict()[name]), name
+    assert any(not torch.equal(initial[name], value) for name, value in backend.model.state_dict().items())
 
 
 def test_format_warmup_is_rejected_for_free_form_answers():
