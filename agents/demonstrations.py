@@ -45,6 +45,13 @@ def demonstration_reply(actions: list[str], enable_think: bool) -> str:
     return f" I will play {answer}. </think> <answer> {answer} </answer>" if enable_think else f" {answer} </answer>"
 
 
+def balanced_draws(rng: np.random.Generator, num_actions: int, count: int) -> list[int]:
+    """``count`` uniform draws from ``range(num_actions)`` that use every action equally often as far
+    as ``count`` allows: whole shuffled rounds of all actions, then a partial round without repeats."""
+    rounds = [rng.permutation(num_actions) for _ in range(-(-count // num_actions))]
+    return [int(action) for action in np.concatenate(rounds)[:count]]
+
+
 def format_demonstrations(
     config: AgentConfig,
     tokenizer: PreTrainedTokenizerBase,
@@ -55,7 +62,8 @@ def format_demonstrations(
 ) -> list[list[Demonstration]]:
     """``replies_per_level`` demonstrations on each of ``levels`` distinct random levels of ``config.env``
     (one list per level, sharing its prompt). Each reply names between 1 and ``min(max_actions_per_turn,
-    action budget)`` actions (uniform), each drawn uniformly from the env's action names.
+    action budget)`` actions (uniform), each uniform over the env's action names; the replies' first
+    actions are balanced (``balanced_draws``), so a level never teaches a preference between actions.
 
     Raises ``ValueError`` for an env without named actions (GSM8K answers are free-form numbers).
     """
@@ -75,9 +83,10 @@ def format_demonstrations(
         messages, _ = opening(env, config, int(level), member=0, max_new_tokens=max_new_tokens)
         prompt = chat.prompt_ids(messages, prefill)
         replies = []
-        for _ in range(replies_per_level):
-            picks = rng.integers(len(env.action_names), size=int(rng.integers(1, max_actions + 1)))
-            text = demonstration_reply([env.action_names[i] for i in picks], config.enable_think)
+        first_actions = balanced_draws(rng, len(env.action_names), replies_per_level)
+        for first in first_actions:
+            more = rng.integers(len(env.action_names), size=int(rng.integers(0, max_actions)))
+            text = demonstration_reply([env.action_names[i] for i in (first, *more)], config.enable_think)
             replies.append(Demonstration(int(level), prompt, chat.encode(text), text))
         demonstrations.append(replies)
     env.close()

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
 import envs
 from agents.backends.base import SamplingParams
 from agents.backends.hf import HFBackend
-from agents.demonstrations import Demonstration, format_demonstrations
+from agents.demonstrations import Demonstration, balanced_draws, format_demonstrations
 from agents.parsing import parse_reply
 from agents.prompts import prefill_text
 from agents.rollout import AgentConfig, RolloutEngine
@@ -41,11 +42,18 @@ def test_every_reply_parses_to_valid_actions_within_the_turn_budget(tokenizer, e
     assert counts == expected
 
 
-def test_actions_are_drawn_uniformly(tokenizer):
+def test_each_level_demonstrates_every_action_equally_often(tokenizer):
     config = AgentConfig(env="bandit", enable_think=False, show_progress=False)
-    levels = format_demonstrations(config, tokenizer, levels=50, replies_per_level=8, max_new_tokens=32, seed=3)
-    dragons = sum("Dragon" in demo.reply_text for level in levels for demo in level)
-    assert 160 <= dragons <= 240  # 400 fair draws: mean 200, std 10
+    levels = format_demonstrations(config, tokenizer, levels=20, replies_per_level=4, max_new_tokens=32, seed=3)
+    assert all(sum("Dragon" in demo.reply_text for demo in level) == 2 for level in levels)
+
+
+def test_balanced_draws_use_whole_rounds_then_no_repeats():
+    rng = np.random.default_rng(0)
+    draws = balanced_draws(rng, num_actions=4, count=10)
+    assert sorted(draws[:8]) == [0, 0, 1, 1, 2, 2, 3, 3] and len(set(draws[8:])) == 2
+    firsts = [balanced_draws(rng, num_actions=4, count=1)[0] for _ in range(400)]
+    assert all(60 <= firsts.count(action) <= 140 for action in range(4))  # uniform: mean 100, std ~8.7
 
 
 def test_prompt_is_the_rollout_engines_opening_prompt(tokenizer, tiny):
