@@ -99,6 +99,14 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on at least one (e.g. a stop signal that reached one).
+    ``device``: where the process group reduces (the rank's GPU under NCCL)."""
+    if rank_and_world()[1] == 1:
+        return flag
+    return all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0
+
+
 def gather_lists(values: dict[str, list[float]]) -> dict[str, list[float]]:
     """Every rank's per-micro-batch values, key by key, concatenated (for metrics over all ranks)."""
     _, world_size = rank_and_world()

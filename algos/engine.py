@@ -81,6 +81,10 @@ def build_engine(model: torch.nn.Module, actor: TrainerActorConfig) -> DeepSpeed
         "wall_clock_breakdown": False,
     }
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    if world_size == 1 and actor.zero_stage == 0:
+        # Alone, the all-reduce is an identity, but DeepSpeed still copies every gradient into a flat
+        # bucket and back (a transient of 1-2x the gradients' size); skip it.
+        engine.enable_backward_allreduce = False
     return engine
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+import envs
 from agents.backends import SamplingParams, make_backend
 from agents.demonstrations import format_demonstrations
 from agents.model import build_tiny_model, load_model_and_tokenizer, load_tokenizer, resolve_model_location
@@ -58,6 +59,7 @@ from algos.checkpoint import (
 )
 from algos.data_parallel import (
     all_reduce_sum,
+    any_rank,
     gather_lists,
     gather_rollout,
     group_share,
@@ -203,11 +205,18 @@ class Trainer:
 
     def warm_up_format(self, model: PreTrainedModel) -> dict[str, float]:
         """``format_warmup.steps`` supervised steps on format demonstrations (``algos.format_warmup``), on
-        the bare model; none when off or when ``trainer.resume=auto`` finds a checkpoint to load instead.
+        the bare model; none when off, for an env with free-form answers, or when ``trainer.resume=auto``
+        finds a checkpoint to load instead.
         Every rank runs the same deterministic warm-up, so the ranks start RL from equal weights."""
         warmup = self.config.format_warmup
         resuming = self.config.trainer.resume == "auto" and latest_checkpoint(self.ckpt_dir) is not None
         if warmup.steps == 0 or resuming:
+            return {}
+        env = envs.make(self.config.env.name, **self.config.env.kwargs)
+        env.close()
+        if not env.action_names:
+            print(f"format warm-up skipped: env={self.config.env.name} has free-form answers, "
+                  "no random valid action to demonstrate")
             return {}
         levels = format_demonstrations(
             agent_config(self.config), self.tokenizer, warmup.steps * warmup.levels_per_step,
@@ -431,10 +440,11 @@ class Trainer:
             wandb_run_id=state.get("wandb_run_id"),
         )
         metrics: dict[str, float] = {}
+        stopping = False
         with StopRequest() as stop:
             if self.step == 0 and (self.warmup_metrics or trainer.val_before_train):
                 logger.log(self.warmup_metrics | (self.validate() if trainer.val_before_train else {}), step=0)
-            while self.step < trainer.total_training_steps and not stop:
+            while self.step < trainer.total_training_steps and not stopping:
                 self.step += 1
                 metrics = self.train_step(self.step)
                 last = self.step == trainer.total_training_steps
@@ -442,7 +452,8 @@ class Trainer:
                     metrics |= self.validate()
                 logger.log(metrics, step=self.step)
                 logger.write(summary_line(self.step, metrics))
-                if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stop:
+                stopping = any_rank(bool(stop), self.engine.device)  # a signal may reach some ranks only
+                if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stopping:
                     path = self.save(logger)
                     logger.write(f"checkpoint: {path}")
         export = export_hf_model(self.engine, self.tokenizer, self.run_dir, self.step)

@@ -4,12 +4,17 @@
 
     python tests/data_parallel_worker.py RUN_DIR [HYDRA_OVERRIDE ...]
 
+With ``SIGTERM_RANK=r`` in the environment, rank ``r`` sends itself SIGTERM during its first rollout
+(the other ranks get no signal), for the check that all ranks still stop at the same step.
+
 The rollout does not depend on how the groups are split over ranks, so both runs must log the same
 metrics: the same filter and advantages, and the same loss and gradient norm.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +26,7 @@ from test_trainer import FixedAnswers, fake_run_config  # noqa: E402
 
 from agents.model import build_tiny_model, load_tokenizer  # noqa: E402
 from agents.rollout import RolloutBatch, rollout_metrics  # noqa: E402
+from algos.data_parallel import rank_and_world  # noqa: E402
 from algos.trainer import Trainer  # noqa: E402
 
 
@@ -44,6 +50,8 @@ class SeededAnswers(FixedAnswers):
         return batch
 
     def rollout(self, step: int, params, groups=None, shard=None) -> RolloutBatch:
+        if step == 0 and os.environ.get("SIGTERM_RANK") == str(rank_and_world()[0]):
+            os.kill(os.getpid(), signal.SIGTERM)
         first = self.first_seed + step * self.groups_per_step
         share = range(self.groups_per_step) if groups is None else groups
         return self.play([first + g for g in share], self.group_size, params)

@@ -38,7 +38,7 @@ TINY_JOB = [  # overrides after `--` that make each job a one-step tiny-model ru
     "logger=console", "logger.progress_bar=false", "actor_rollout_ref.model.path=tiny-random",
     "actor_rollout_ref.rollout.name=hf", "actor_rollout_ref.rollout.response_length=8",
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2", "es_manager.train.group_size=2",
-    "trainer.test_freq=-1", "trainer.save_freq=1",
+    "trainer.test_freq=-1", "trainer.save_freq=1", "format_warmup.steps=0",
 ]
 
 register_schema()

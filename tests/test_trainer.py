@@ -53,6 +53,7 @@ TINY_RUN = [  # a bandit run small enough for a test: 2 groups x 2 episodes, 8 n
     "es_manager.train.group_size=2",
     "es_manager.val.env_groups=1",
     "trainer.total_training_steps=1",
+    "format_warmup.steps=0",  # tests of the warm-up turn it on themselves
 ]
 
 register_schema()
@@ -280,9 +281,10 @@ def test_warmed_up_weights_reach_the_rollout_backend_before_the_first_rollout(to
     assert any(not torch.equal(initial[name], value) for name, value in backend.model.state_dict().items())
 
 
-def test_format_warmup_is_rejected_for_free_form_answers():
-    with pytest.raises(ValueError, match=r"format_warmup\.steps=3 is invalid; allowed: 0 with env=gsm8k"):
-        validate(compose_config([*TINY_RUN, "env=gsm8k", "format_warmup.steps=3"]))
+def test_format_warmup_is_skipped_for_free_form_answers_and_bad_values_are_rejected(tmp_path, capsys):
+    config = validate(compose_config([*TINY_RUN, "env=gsm8k", "format_warmup.steps=3"]))
+    assert Trainer(config, tmp_path).warmup_metrics == {}
+    assert "format warm-up skipped: env=gsm8k has free-form answers" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"format_warmup\.levels_per_step=0 is invalid; allowed: >= 1"):
         validate(compose_config([*TINY_RUN, "format_warmup.levels_per_step=0"]))
 
@@ -436,6 +438,20 @@ def test_two_ranks_log_the_same_metrics_and_gradients_as_one_process(tmp_path):
     assert one[0]["actor/grad_norm"] > 0.1 and one[1]["actor/ppo_kl"] != 0
     for row_one, row_two in zip(one, two, strict=True):
         assert row_two == pytest.approx(row_one, rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.slow  # a two-rank training subprocess
+def test_sigterm_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    """Only rank 1 gets SIGTERM (during step 1): both ranks must agree to stop after step 1 and save
+    one checkpoint together; without the agreement rank 0 would start step 2 alone and hang."""
+    env = _fresh_environment() | {"SIGTERM_RANK": "1"}
+    result = subprocess.run(
+        [*_torchrun(2), str(REPO / "tests" / "data_parallel_worker.py"), str(tmp_path), "algo=drgrpo",
+         "es_manager.train.env_groups=4", "trainer.total_training_steps=5", "trainer.test_freq=-1"],
+        capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [row["step"] for row in _metric_rows(tmp_path)] == [1]
+    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == ["global_step_1"]
 
 
 def test_torchrun_two_ranks_train_on_all_groups(tmp_path):
