@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents.backends import HFBackend, SamplingParams, make_backend
-from agents.backends.base import resolve_caps, trim_completion
+from agents.backends.base import cpu_has_native_bf16, resolve_caps, trim_completion, vllm_is_faster_here
 from agents.model import build_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -99,6 +99,40 @@ def test_seeded_sampling_is_reproducible_and_leaves_the_global_rng_alone(tokeniz
     assert backend.generate(prompts, other) != first
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_repeated_prompts_are_prefilled_once_and_generate_what_a_plain_batch_does(tokenizer, temperature):
+    """Two distinct prompts, each asked for three times (a GRPO group): the backend's first forward
+    runs 2 rows, not 6, and its outputs equal transformers' generate on the whole padded batch."""
+    tiny = build_tiny_model(tokenizer, seed=0)
+    with torch.no_grad():  # strong, sharp attention: the output depends on context and RoPE positions
+        for layer in tiny.model.layers:
+            for projection in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                               layer.self_attn.o_proj):
+                projection.weight.mul_(8.0)
+    backend = HFBackend(tiny, tokenizer)
+    short, long = encode(tokenizer, "State:\n#_P#"), encode(tokenizer, "Turn 1:\nState:\n#__O_P#\nYou have 5 actions left.")
+    prompts = [short, long, short, long, short, long]
+    params = SamplingParams(temperature=temperature, max_new_tokens=6, stop=(), seed=11)
+    batch_sizes = []
+    hook = tiny.register_forward_pre_hook(lambda _, args, kwargs: batch_sizes.append(len(kwargs["input_ids"])),
+                                          with_kwargs=True)
+    try:
+        shared = backend.generate(prompts, params)
+    finally:
+        hook.remove()
+    assert batch_sizes[0] == 2 and set(batch_sizes[1:]) == {6}
+
+    width = len(long)
+    input_ids = torch.tensor([[backend.pad_token_id] * (width - len(p)) + p for p in prompts])
+    attention_mask = (torch.arange(width) >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    torch.manual_seed(params.seed)
+    with torch.no_grad():
+        plain = tiny.generate(input_ids=input_ids, attention_mask=attention_mask,
+                              generation_config=backend._generation_config(params, 6))
+    assert shared == [row[:len(out)] for row, out in zip(plain[:, width:].tolist(), shared, strict=True)]
+    assert all(len(out) == 6 or out[-1] in backend.eos_token_ids for out in shared)
+
+
 def test_update_weights_loads_another_model_and_is_free_for_the_same_one(tokenizer):
     served, trained = build_tiny_model(tokenizer, seed=0), build_tiny_model(tokenizer, seed=1)
     backend = HFBackend(served, tokenizer)
@@ -114,7 +148,16 @@ def test_update_weights_loads_another_model_and_is_free_for_the_same_one(tokeniz
 def test_make_backend_names(tokenizer, tiny):
     assert isinstance(make_backend("hf", tiny, tokenizer), HFBackend)
     assert isinstance(make_backend("auto", tiny, tokenizer, model_dir=None), HFBackend)
+    if not vllm_is_faster_here():  # e.g. an AVX2-only CPU: auto picks hf even with a model folder
+        assert isinstance(make_backend("auto", tiny, tokenizer, model_dir="unused"), HFBackend)
     with pytest.raises(ValueError, match="backend='nope'"):
         make_backend("nope", tiny, tokenizer)
     with pytest.raises(ValueError, match="model_dir"):
         make_backend("vllm", tiny, tokenizer, model_dir=None)
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert cpu_has_native_bf16("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n")
+    assert cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert not cpu_has_native_bf16("flags : fpu sse avx2 avx512f\nbugs : avx512_bf16\n")
+    assert not cpu_has_native_bf16("")

@@ -1,5 +1,17 @@
-"""Backend on transformers' ``model.generate``: the fallback where vLLM is absent and the reference
-the tests compare with. It shares the trainer's model object, so weight updates are free.
+"""Backend on transformers' ``model.generate``: the fallback where vLLM is absent or slow (CPUs without
+AVX-512) and the reference the tests compare with. It shares the trainer's model object, so weight
+updates are free.
+
+Repeated prompts are prefilled once. A GRPO step asks for ``group_size`` episodes of each level, which
+start from the same prompt, so the backend runs the prompt tokens of each *distinct* prompt, copies
+their KV cache to the rows that repeat it, and lets ``generate`` continue from that cache::
+
+    cache[U, W-1] = model(distinct prompts, left-padded to width W, all but the last column)
+    cache[B, W-1] = cache[distinct_index]                 # row b holds the keys/values of its prompt
+    generate(all B prompts, past_key_values=cache)         # feeds only column W-1, then samples
+
+Each row's keys and values are those a plain batched prefill computes, so greedy outputs are the same
+and sampled ones follow the same seeded draws; the prefill work drops by ``B / U`` (``group_size``).
 """
 
 from __future__ import annotations
@@ -9,6 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from transformers import (
+    Cache,
     GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -54,18 +67,16 @@ class HFBackend:
         caps = resolve_caps(prompts, params, max_new_tokens)
         device = next(self.model.parameters()).device
         width = max(len(prompt) for prompt in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            attention_mask[row, width - len(prompt) :] = 1
+        input_ids, attention_mask = (tensor.to(device) for tensor in self._left_padded(prompts, width))
         was_training = self.model.training
         self.model.eval()
         try:
+            cache = self._shared_prefill(prompts, width, device)
             with _seeded(params.seed, device):
                 output = self.model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    past_key_values=cache,
                     generation_config=self._generation_config(params, max(caps)),
                     stopping_criteria=StoppingCriteriaList([_StopStrings(params.stop, width, self.tokenizer)]),
                 )
@@ -76,6 +87,30 @@ class HFBackend:
             trim_completion(ids, cap, self.eos_token_ids, params.stop, self.tokenizer)
             for ids, cap in zip(completions, caps, strict=True)
         ]
+
+    def _left_padded(self, prompts: Sequence[Sequence[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` ``[len(prompts), width]``, each prompt right-aligned."""
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            attention_mask[row, width - len(prompt) :] = 1
+        return input_ids, attention_mask
+
+    def _shared_prefill(self, prompts: list[list[int]], width: int, device: torch.device) -> Cache | None:
+        """The KV cache of columns ``0 .. width-2`` of every row, computed once per distinct prompt;
+        None (``generate`` prefills itself) when no prompt repeats or the prompts are one token wide."""
+        distinct = {tuple(prompt): None for prompt in prompts}
+        if len(distinct) == len(prompts) or width < 2:
+            return None
+        position = {prompt: index for index, prompt in enumerate(distinct)}
+        source_row = torch.tensor([position[tuple(prompt)] for prompt in prompts], device=device)
+        ids, mask = (tensor[:, : width - 1].to(device) for tensor in self._left_padded(list(distinct), width))
+        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)  # what generate gives left-padded rows
+        cache = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                           logits_to_keep=1).past_key_values
+        cache.batch_select_indices(source_row)
+        return cache
 
     def update_weights(self, model: torch.nn.Module) -> None:
         """Use ``model``'s weights from now on (nothing to do when it is the served model itself)."""
