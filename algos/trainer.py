@@ -66,7 +66,7 @@ from algos.data_parallel import (
     rank_and_world,
     rank_share,
 )
-from algos.engine import accumulate, build_engine, full_parameters
+from algos.engine import accumulate, build_engine, full_parameters, limit_heap_slack
 from algos.format_warmup import format_warmup
 from algos.schema import TINY_RANDOM_MODEL, ModelConfig, TurnRLConfig, advantage_options
 from algos.shared_prefix import grouped_response_log_probs, response_log_probs, shuffle_by_group
@@ -175,6 +175,8 @@ class Trainer:
         self.rollout_cfg = config.actor_rollout_ref.rollout
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
+        if not torch.cuda.is_available():
+            limit_heap_slack()  # before the weights and the warm-up are allocated
         if model is None or tokenizer is None:
             model, tokenizer = load_policy(config.actor_rollout_ref.model, config.seed)
         if config.actor_rollout_ref.model.enable_gradient_checkpointing:
