@@ -45,11 +45,7 @@ def init_distributed() -> None:
     deepspeed.init_distributed(verbose=False)
 
 
-HEAP_MMAP_THRESHOLD = 128 * 2**10
-"""Host allocations at least this large get their own pages from the OS (``limit_heap_slack``)."""
-
-
-def limit_heap_slack(threshold: int = HEAP_MMAP_THRESHOLD) -> bool:
+def limit_heap_slack(threshold: int) -> bool:
     """CPU memory workaround (Linux glibc): give every host allocation of ``threshold`` bytes or more its
     own mapping, returned to the OS when freed. Returns whether the setting took (False off glibc).
 
@@ -57,8 +53,12 @@ def limit_heap_slack(threshold: int = HEAP_MMAP_THRESHOLD) -> bool:
     freed) from per-thread heaps that keep freed memory. After the format warm-up frees its AdamW
     state, and after every step frees gradients and activations, that memory stayed resident: the
     trainer held ~1.3 GiB more than its live tensors between steps and peaked 0.3 GiB higher
-    (SmolLM2-135M, Bandit; BENCHMARKS.md).
+    (SmolLM2-135M, Bandit; BENCHMARKS.md). The price: fresh pages are faulted in for every large
+    activation, which made the update ~1.5x slower on a 2-core VM. ``system.cpu_heap_mmap_threshold_kib``
+    sets ``threshold`` in KiB; 0 skips this call.
     """
+    if threshold <= 0:
+        raise ValueError(f"threshold={threshold} is invalid; allowed: > 0 bytes")
     if not sys.platform.startswith("linux"):
         return False
     libc_name = ctypes.util.find_library("c")

@@ -175,8 +175,9 @@ class Trainer:
         self.rollout_cfg = config.actor_rollout_ref.rollout
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
-        if not torch.cuda.is_available():
-            limit_heap_slack()  # before the weights and the warm-up are allocated
+        heap_threshold_kib = config.system.cpu_heap_mmap_threshold_kib
+        if heap_threshold_kib > 0 and not torch.cuda.is_available():
+            limit_heap_slack(heap_threshold_kib * 2**10)  # before the weights and the warm-up are allocated
         if model is None or tokenizer is None:
             model, tokenizer = load_policy(config.actor_rollout_ref.model, config.seed)
         if config.actor_rollout_ref.model.enable_gradient_checkpointing:

@@ -289,6 +289,11 @@ def test_format_warmup_is_skipped_for_free_form_answers_and_bad_values_are_rejec
         validate(compose_config([*TINY_RUN, "format_warmup.levels_per_step=0"]))
 
 
+def test_negative_heap_threshold_is_rejected():
+    with pytest.raises(ValueError, match=r"system\.cpu_heap_mmap_threshold_kib=-1 is invalid; allowed: >= 0"):
+        validate(compose_config([*TINY_RUN, "system.cpu_heap_mmap_threshold_kib=-1"]))
+
+
 # ----------------------------------------------------------------- checkpoints
 def test_checkpoints_are_atomic_and_only_the_newest_are_kept(tmp_path):
     engine = build_engine(torch.nn.Linear(3, 2), TrainerActorConfig(lr=0.1))
@@ -474,7 +479,7 @@ HEAP_SLACK_PROBE = """
 import sys, psutil, torch
 from algos.engine import limit_heap_slack
 if sys.argv[1] == "on":
-    assert limit_heap_slack()
+    assert limit_heap_slack(128 * 2**10)
 rss = lambda: psutil.Process().memory_info().rss / 2**20
 del_me = torch.ones(16 * 2**20 // 4); del del_me   # glibc raises its mmap threshold to 16 MiB here
 before = rss()
