@@ -250,10 +250,11 @@ class SystemConfig:
 
     CUDA_VISIBLE_DEVICES: str | None = None
     """GPU ids for this run (e.g. "0" or "0,1"); null leaves the environment as it is."""
-    cpu_heap_mmap_threshold_kib: int = 128
-    """CPU runs on Linux: host allocations of at least this many KiB get their own mappings, returned to
-    the OS when freed (``algos.engine.limit_heap_slack``): lower peak memory, slower CPU updates (page
-    faults). 0 keeps glibc's default, which reuses freed memory without giving it back."""
+    cpu_heap_mmap_threshold_kib: int = 0
+    """CPU runs on Linux: host allocations of at least this many KiB (e.g. 128) get their own mappings,
+    returned to the OS when freed (``algos.engine.limit_heap_slack``): lower peak memory, slower CPU
+    updates (page faults). 0 (default) keeps glibc's behaviour, which reuses freed memory without
+    giving it back."""
 
     def __post_init__(self) -> None:
         require(self.cpu_heap_mmap_threshold_kib >= 0, "system.cpu_heap_mmap_threshold_kib",

@@ -44,6 +44,7 @@ BANDIT_RUN = [  # 4 levels x 8 pulls per step, answer-only replies, sampled vali
     "es_manager.val.env_groups=8",
     "es_manager.val.group_size=4",
     "actor_rollout_ref.rollout.val_kwargs.do_sample=true",
+    "system.cpu_heap_mmap_threshold_kib=128",  # freed memory goes back to the OS: the 4 GiB goal
 ]
 
 
