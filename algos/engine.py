@@ -54,7 +54,7 @@ def limit_heap_slack(threshold: int) -> bool:
     state, and after every step frees gradients and activations, that memory stayed resident: the
     trainer held ~1.3 GiB more than its live tensors between steps and peaked 0.3 GiB higher
     (SmolLM2-135M, Bandit; BENCHMARKS.md). The price: fresh pages are faulted in for every large
-    activation, which made the update ~1.5x slower on a 2-core VM. ``system.cpu_heap_mmap_threshold_kib``
+    activation, which made a training step ~1.4x slower on a 2-core VM. ``system.cpu_heap_mmap_threshold_kib``
     sets ``threshold`` in KiB; 0 skips this call.
     """
     if threshold <= 0:

@@ -1,5 +1,5 @@
 """Backend on transformers' ``model.generate``: the fallback where vLLM is absent or slow (CPUs without
-AVX-512) and the reference the tests compare with. It shares the trainer's model object, so weight
+native bf16) and the reference the tests compare with. It shares the trainer's model object, so weight
 updates are free.
 
 Repeated prompts are prefilled once. A GRPO step asks for ``group_size`` episodes of each level, which
@@ -71,7 +71,7 @@ class HFBackend:
         was_training = self.model.training
         self.model.eval()
         try:
-            cache = self._shared_prefill(prompts, width, device)
+            cache = self._shared_prefill(prompts, input_ids, attention_mask)
             with _seeded(params.seed, device):
                 output = self.model.generate(
                     input_ids=input_ids,
@@ -97,15 +97,19 @@ class HFBackend:
             attention_mask[row, width - len(prompt) :] = 1
         return input_ids, attention_mask
 
-    def _shared_prefill(self, prompts: list[list[int]], width: int, device: torch.device) -> Cache | None:
-        """The KV cache of columns ``0 .. width-2`` of every row, computed once per distinct prompt;
-        None (``generate`` prefills itself) when no prompt repeats or the prompts are one token wide."""
-        distinct = {tuple(prompt): None for prompt in prompts}
-        if len(distinct) == len(prompts) or width < 2:
+    def _shared_prefill(self, prompts: list[list[int]], input_ids: torch.Tensor,
+                        attention_mask: torch.Tensor) -> Cache | None:
+        """The KV cache of all but the last column of the left-padded batch, computed once per distinct
+        prompt; None (``generate`` prefills itself) when no prompt repeats or the prompts are one token wide."""
+        first_row: dict[tuple[int, ...], int] = {}
+        for row, prompt in enumerate(prompts):
+            first_row.setdefault(tuple(prompt), row)
+        if len(first_row) == len(prompts) or input_ids.shape[1] < 2:
             return None
-        position = {prompt: index for index, prompt in enumerate(distinct)}
-        source_row = torch.tensor([position[tuple(prompt)] for prompt in prompts], device=device)
-        ids, mask = (tensor[:, : width - 1].to(device) for tensor in self._left_padded(list(distinct), width))
+        distinct_index = {prompt: index for index, prompt in enumerate(first_row)}
+        source_row = torch.tensor([distinct_index[tuple(prompt)] for prompt in prompts], device=input_ids.device)
+        rows = list(first_row.values())
+        ids, mask = input_ids[rows, :-1], attention_mask[rows, :-1]
         position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)  # what generate gives left-padded rows
         cache = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
                            logits_to_keep=1).past_key_values
