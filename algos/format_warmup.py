@@ -6,7 +6,8 @@ their replies, and minimises the mean negative log-likelihood of the reply token
     loss = - (1 / |R|) * sum_{(b, t) in R} log pi(y_{b,t} | y_{b,<t})      R = the batch's reply tokens
 
 with a plain torch AdamW at a constant ``lr``; a level's shared prompt runs once
-(``grouped_response_log_probs``). It runs on the bare model, before DeepSpeed wraps it (and before
+(``grouped_response_log_probs``), and the step's gradient is accumulated level by level, each level's
+token sum divided by the step's ``|R|``, so only one level's activations are held at a time. It runs on the bare model, before DeepSpeed wraps it (and before
 the frozen reference is copied, so KL is measured to the warmed-up policy); the optimizer is dropped
 afterwards, so RL starts with a fresh optimizer state.
 """
@@ -40,13 +41,33 @@ def demonstration_batch(
     return input_ids, attention_mask, reply_mask[:, 1:], level_index
 
 
-def reply_nll(model: torch.nn.Module, levels: list[list[Demonstration]], pad_token_id: int) -> torch.Tensor:
-    """Mean negative log-likelihood per reply token of the demonstrations of ``levels`` under ``model``."""
+def reply_nll_sum(
+    model: torch.nn.Module, levels: list[list[Demonstration]], pad_token_id: int
+) -> tuple[torch.Tensor, int]:
+    """``(sum of the reply tokens' negative log-likelihoods, number of reply tokens)`` over ``levels``."""
     device = next(model.parameters()).device
     input_ids, attention_mask, mask, level_index = (
         tensor.to(device) for tensor in demonstration_batch(levels, pad_token_id))
     logp, _ = grouped_response_log_probs(model, input_ids, attention_mask, mask, level_index, temperature=1.0)
-    return -(logp * mask).sum() / mask.sum()
+    return -(logp * mask).sum(), int(mask.sum())
+
+
+def reply_nll(model: torch.nn.Module, levels: list[list[Demonstration]], pad_token_id: int) -> torch.Tensor:
+    """Mean negative log-likelihood per reply token of the demonstrations of ``levels`` under ``model``."""
+    total, tokens = reply_nll_sum(model, levels, pad_token_id)
+    return total / tokens
+
+
+def backward_reply_nll(model: torch.nn.Module, levels: list[list[Demonstration]], pad_token_id: int) -> float:
+    """Add the gradient of ``reply_nll(model, levels)`` to the parameters' ``.grad``, one level's forward
+    and backward at a time (the same gradient, up to rounding, with one level's activations); return the loss."""
+    tokens = sum(len(demo.reply_ids) for level in levels for demo in level)
+    loss = 0.0
+    for level in levels:
+        total, _ = reply_nll_sum(model, [level], pad_token_id)
+        (total / tokens).backward()
+        loss += total.item() / tokens
+    return loss
 
 
 def format_warmup(
@@ -64,11 +85,10 @@ def format_warmup(
     model.train()
     losses = []
     for step in range(steps):
-        loss = reply_nll(model, levels[step * levels_per_step : (step + 1) * levels_per_step], pad_token_id)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.append(backward_reply_nll(model, levels[step * levels_per_step : (step + 1) * levels_per_step],
+                                         pad_token_id))
         optimizer.step()
-        losses.append(loss.item())
     model.train(was_training)
     optimizer.zero_grad(set_to_none=True)
     return {"format_warmup/loss_start": losses[0], "format_warmup/loss_end": losses[-1],

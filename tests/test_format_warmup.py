@@ -17,7 +17,7 @@ from agents.demonstrations import Demonstration, balanced_draws, format_demonstr
 from agents.parsing import parse_reply
 from agents.prompts import prefill_text
 from agents.rollout import AgentConfig, RolloutEngine
-from algos.format_warmup import demonstration_batch, format_warmup, reply_nll
+from algos.format_warmup import backward_reply_nll, demonstration_batch, format_warmup, reply_nll
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -110,6 +110,20 @@ def test_reply_nll_is_the_mean_token_nll_of_a_plain_forward(tiny):
                     expected -= logp[t - 1, ids[0, t]].item()
                     tokens += 1
         assert reply_nll(tiny, levels, pad_token_id=0).item() == pytest.approx(expected / tokens, rel=1e-5)
+
+
+def test_level_by_level_backward_gives_the_whole_batch_loss_and_gradient(tiny):
+    levels = [[dataclasses.replace(d, prompt_ids=d.prompt_ids * 4) for d in level] for level in _hand_levels()]
+    levels[1].append(dataclasses.replace(levels[1][0], reply_ids=[16], reply_text="d"))  # 3 vs 4 reply tokens:
+    tiny.zero_grad(set_to_none=True)  # a per-level mean would weigh the levels wrongly
+    whole = reply_nll(tiny, levels, pad_token_id=0)
+    whole.backward()
+    expected = [p.grad.clone() for p in tiny.parameters()]
+    tiny.zero_grad(set_to_none=True)
+    assert backward_reply_nll(tiny, levels, pad_token_id=0) == pytest.approx(whole.item(), rel=1e-6)
+    for got, want in zip((p.grad for p in tiny.parameters()), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    tiny.zero_grad(set_to_none=True)
 
 
 def test_warmup_makes_held_out_demonstrations_likelier(tokenizer):
