@@ -1,23 +1,28 @@
 """Response log-probs with each group's shared prompt computed once (exact, fewer token-forwards).
 
 All ``group_size`` episodes of a group start with the same prompt tokens (same level, same chat), so
-the plain forward recomputes that prompt once per member. The grouped forward runs it once per group::
+the plain forward recomputes that prompt once per member. The grouped forward packs each group into
+one row, the shared prefix once and then every member's own tokens, and lets attention see the tree::
 
-    P_u           = min(longest common prefix of unit u's members, shortest member length - 1)
-    cache[U, P]   = model(prefix tokens of each unit, use_cache=True)          # one row per unit
-    cache[B, P]   = cache[unit_of_row]                                          # expanded to the members
-    logits[B, S]  = model(tokens P_u .. n_b - 1 of row b, position_ids = P_u + arange(S), cache)
+    P_u             = min(longest common prefix of unit u's members, shortest member length - 1)
+    packed row u    = [prefix (P_u tokens) | suffix of member 1 | suffix of member 2 | ...]
+    position_ids    = [0 .. P_u - 1 | P_u .. n_1 - 1 | P_u .. n_2 - 1 | ...]
+    attend(q -> k)  = k <= q and (k in the prefix or k in q's own suffix)          # [U, 1, L, L]
+    logits[U, L]    = model(packed rows, 4D mask, position_ids)
 
 A *unit* is a group's members in the batch when they share at least ``min_shared_tokens`` tokens,
-else each member alone (then ``P = n_b - 1``: the whole episode but its last token). Causal
-attention over ``[prefix, suffix]`` with the padded prefix tail masked sees exactly the keys and
-positions of the plain forward, and autograd sums the members' gradients into the shared prefix,
-so log-probs, entropies and parameter gradients equal :func:`response_log_probs` up to float
-rounding. A logit at a prefix position (the one predicting the first generated token, or any
-generated token all members share) is read from the unit's prefix pass.
+else each member alone (then ``P = n_b - 1``: the whole episode but its last token). Every token
+sees exactly the keys and positions of the plain forward, and autograd sums the members' gradients
+into the shared prefix, so log-probs, entropies and parameter gradients equal
+:func:`response_log_probs` up to float rounding. The activations are those of the packed tokens only
+(no per-member copy of the prompt's keys and values), and with no KV cache it also runs under
+gradient checkpointing. A logit at a prefix position (the one predicting the first generated token,
+or any generated token all members share) is the one all members read.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -45,7 +50,8 @@ def response_log_probs(
     """
     positions = response_mask.bool()
     columns = positions.any(dim=0).nonzero().flatten()
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=columns).logits
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                   logits_to_keep=columns).logits
     return _scatter(logits[positions[:, columns]], input_ids, positions, temperature, entropy_grad)
 
 
@@ -63,64 +69,94 @@ def grouped_response_log_probs(
 
     ``input_ids``/``attention_mask`` must be right-padded (as the rollout collates them). ``model`` is
     a Hugging Face causal LM or an engine that passes keyword arguments on to one (DeepSpeed).
-    Falls back to the plain forward when no two episodes share a prefix, when ``group_index`` is None
-    and while gradient checkpointing trains (it cannot keep a cache).
+    Falls back to the plain forward when no two episodes share a prefix, when ``group_index`` is None,
+    when the model's attention takes no 4D mask (only ``sdpa`` and ``eager`` do) and when a packed
+    row would exceed ``MAX_PACKED_TOKENS`` (its ``L x L`` mask would cost more than it saves).
     """
     lengths = attention_mask.sum(dim=1)
     width = input_ids.shape[1]
     if not torch.equal(attention_mask.bool(), torch.arange(width, device=lengths.device) < lengths[:, None]):
         raise ValueError("attention_mask is not right-padded; allowed: ones then zeros in every row")
-    module = getattr(model, "module", model)
-    checkpointing = getattr(module, "is_gradient_checkpointing", False) and module.training
-    if group_index is None or checkpointing:
+    config = getattr(getattr(model, "module", model), "config", None)
+    attention = getattr(config, "_attn_implementation", None)
+    if group_index is None or attention not in PACKABLE_ATTENTION:
         return response_log_probs(model, input_ids, attention_mask, response_mask, temperature, entropy_grad)
     unit_of_row, prefix_length = sharing_units(input_ids, lengths, group_index, min_shared_tokens)
     if len(prefix_length) == len(input_ids):
         return response_log_probs(model, input_ids, attention_mask, response_mask, temperature, entropy_grad)
+    packed = pack_units(input_ids, lengths, unit_of_row, prefix_length)
+    if packed.input_ids.shape[1] > MAX_PACKED_TOKENS:
+        return response_log_probs(model, input_ids, attention_mask, response_mask, temperature, entropy_grad)
 
-    device = input_ids.device
-    row_prefix = prefix_length[unit_of_row]  # [B]
     positions = response_mask.bool()
-    in_prefix = positions & (torch.arange(width - 1, device=device) < row_prefix[:, None])
-    prefix_columns = in_prefix.any(dim=0).nonzero().flatten()
-
-    first_row = torch.full((len(prefix_length),), len(input_ids), device=device).scatter_reduce(
-        0, unit_of_row, torch.arange(len(input_ids), device=device), reduce="amin")
-    prefix_width = int(prefix_length.max())
-    prefix_mask = (torch.arange(prefix_width, device=device) < prefix_length[:, None]).long()
-    prefix = model(input_ids=input_ids[first_row, :prefix_width], attention_mask=prefix_mask, use_cache=True,
-                   logits_to_keep=prefix_columns)
-    cache = prefix.past_key_values
-    cache.batch_select_indices(unit_of_row)  # [U, ..] -> [B, ..]; backward sums the members' gradients
-
-    suffix_width = int((lengths - row_prefix).max())
-    suffix_positions = row_prefix[:, None] + torch.arange(suffix_width, device=device)  # [B, S]
-    suffix_ids = input_ids.gather(1, suffix_positions.clamp(max=width - 1))
-    suffix_mask = (suffix_positions < lengths[:, None]).long()
-    in_suffix = positions & ~in_prefix
-    suffix_rows, suffix_cols = in_suffix.nonzero(as_tuple=True)
-    suffix_offsets = suffix_cols - row_prefix[suffix_rows]
-    suffix_columns = torch.zeros(suffix_width, dtype=torch.bool, device=device)
-    suffix_columns[suffix_offsets] = True
-    suffix_columns = suffix_columns.nonzero().flatten()
-    suffix = model(input_ids=suffix_ids, attention_mask=torch.cat([prefix_mask[unit_of_row], suffix_mask], dim=1),
-                   position_ids=suffix_positions, past_key_values=cache, use_cache=True,
-                   logits_to_keep=suffix_columns)
-
-    # Each generated token's logit row in [prefix logits (U x Kp rows); suffix logits (B x Ks rows)].
-    prefix_slot = torch.zeros(prefix_width, dtype=torch.long, device=device)
-    prefix_slot[prefix_columns] = torch.arange(len(prefix_columns), device=device)
-    suffix_slot = torch.zeros(suffix_width, dtype=torch.long, device=device)
-    suffix_slot[suffix_columns] = torch.arange(len(suffix_columns), device=device)
     rows, cols = positions.nonzero(as_tuple=True)
-    from_prefix = in_prefix[rows, cols]
-    prefix_row = unit_of_row[rows] * len(prefix_columns) + prefix_slot[cols.clamp(max=prefix_width - 1)]
-    suffix_row = len(prefix_length) * len(prefix_columns) + rows * len(suffix_columns) + \
-        suffix_slot[(cols - row_prefix[rows]).clamp(0, suffix_width - 1)]
-    vocab = suffix.logits.shape[-1]
-    all_logits = torch.cat([prefix.logits.reshape(-1, vocab), suffix.logits.reshape(-1, vocab)])
-    logits_at = all_logits[torch.where(from_prefix, prefix_row, suffix_row)]
+    slot = packed.column[rows, cols]  # packed column whose logit predicts input_ids[row, col + 1]
+    columns = slot.unique()  # sorted
+    mask = packed.attend[:, None]
+    if attention == "eager":  # eager attention adds the mask to the scores
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    logits = model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids,
+                   use_cache=False, logits_to_keep=columns).logits  # [U, len(columns), V]
+    logits_at = logits[unit_of_row[rows], torch.searchsorted(columns, slot)]
     return _scatter(logits_at, input_ids, positions, temperature, entropy_grad)
+
+
+PACKABLE_ATTENTION = frozenset({"sdpa", "eager"})
+"""Attention implementations that take a custom 4D mask (flash-attention kernels do not)."""
+
+MAX_PACKED_TOKENS = 8192
+"""Longest packed row: its boolean attention mask has ``L^2`` entries (64 Mi at this length)."""
+
+
+@dataclass
+class PackedUnits:
+    """One row per unit: the shared prefix once, then each member's own tokens (see the module doc)."""
+
+    input_ids: torch.Tensor  # [U, L], right-padded
+    position_ids: torch.Tensor  # [U, L]: each token's position in its own episode
+    attend: torch.Tensor  # [U, L, L] bool: query q may attend to key k
+    column: torch.Tensor  # [B, T]: the packed column of input_ids[b, t] in row unit_of_row[b]
+
+
+def pack_units(
+    input_ids: torch.Tensor, lengths: torch.Tensor, unit_of_row: torch.Tensor, prefix_length: torch.Tensor
+) -> PackedUnits:
+    """Pack each unit's rows into one row; ``column`` maps every episode token to its packed column.
+
+    Member ``i`` of a unit (in batch order) has segment ``i``, the prefix segment ``-1``, padding
+    segment ``-2`` (pads attend to the prefix and earlier pads, so their values stay finite)."""
+    device = input_ids.device
+    column = torch.zeros(input_ids.shape, dtype=torch.long, device=device)
+    packed_ids, packed_positions, segments = [], [], []
+    for unit, prefix in enumerate(prefix_length.tolist()):
+        members = (unit_of_row == unit).nonzero().flatten().tolist()
+        ids = [input_ids[members[0], :prefix]]
+        position = [torch.arange(prefix, device=device)]
+        segment = [torch.full((prefix,), -1, device=device)]
+        offset = prefix
+        for index, row in enumerate(members):
+            own = int(lengths[row]) - prefix
+            column[row, :prefix] = torch.arange(prefix, device=device)
+            column[row, prefix : prefix + own] = offset + torch.arange(own, device=device)
+            ids.append(input_ids[row, prefix : prefix + own])
+            position.append(prefix + torch.arange(own, device=device))
+            segment.append(torch.full((own,), index, device=device))
+            offset += own
+        packed_ids.append(torch.cat(ids))
+        packed_positions.append(torch.cat(position))
+        segments.append(torch.cat(segment))
+    width = max(len(ids) for ids in packed_ids)
+
+    def pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
+        return torch.stack([torch.nn.functional.pad(row, (0, width - len(row)), value=value) for row in rows])
+
+    segment = pad(segments, -2)
+    key_index = torch.arange(width, device=device)
+    causal = key_index[None, :] <= key_index[:, None]  # [L, L]: k <= q
+    visible = (segment[:, None, :] == -1) | (segment[:, None, :] == segment[:, :, None])  # [U, L(q), L(k)]
+    # the padding's token id is arbitrary: no real token attends to it
+    return PackedUnits(pad(packed_ids, 0), pad(packed_positions, 0), causal & visible, column)
 
 
 def sharing_units(

@@ -15,6 +15,7 @@ from agents.rollout import AgentConfig, RolloutEngine
 from algos.schema import register_schema, validate
 from algos.shared_prefix import (
     grouped_response_log_probs,
+    pack_units,
     response_log_probs,
     sharing_units,
     shuffle_by_group,
@@ -46,7 +47,8 @@ class MemberReplies:
 
 class Engine(torch.nn.Module):
     """Stands in for the DeepSpeed engine: ``module`` attribute, keyword arguments passed through.
-    Counts the token positions the model runs; ``shift_suffix`` corrupts the cached pass's positions."""
+    Counts the token positions the model runs; ``shift_suffix`` corrupts the packed positions of every
+    member but the first (those whose position differs from their packed column)."""
 
     def __init__(self, module: torch.nn.Module, shift_suffix: int = 0) -> None:
         super().__init__()
@@ -54,8 +56,10 @@ class Engine(torch.nn.Module):
 
     def forward(self, **kwargs):
         self.tokens += kwargs["input_ids"].numel()
-        if kwargs.get("past_key_values") is not None:
-            kwargs["position_ids"] = kwargs["position_ids"] + self.shift_suffix
+        if kwargs.get("position_ids") is not None:
+            positions = kwargs["position_ids"]
+            moved = positions != torch.arange(positions.shape[1])
+            kwargs["position_ids"] = positions + self.shift_suffix * moved
         return self.module(**kwargs)
 
 
@@ -116,6 +120,43 @@ def test_grouped_forward_equals_the_plain_one_with_fewer_tokens(tokenizer, batch
     assert_same(grouped, plain)
     assert plain[3] == batch.input_ids.numel()
     assert grouped[3] < 0.6 * plain[3]  # each group's ~300-token prompt runs once instead of 3 times
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_packed_forward_is_exact_for_each_attention_and_under_gradient_checkpointing(tokenizer, batch, attention,
+                                                                                     checkpointing):
+    model = build_tiny_model(tokenizer, seed=5)
+    model.config._attn_implementation = attention
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    tensors = (batch.input_ids, batch.attention_mask, batch.loss_mask[:, 1:])
+    plain = forward_and_gradient(model, tensors)
+    grouped = forward_and_gradient(model, tensors, batch.group_index)
+    assert_same(grouped, plain)
+    assert grouped[3] < 0.6 * plain[3]  # the packed pass ran, also with checkpointing on
+
+
+def test_pack_units_hand_computed():
+    input_ids = torch.tensor([
+        [1, 2, 3, 4, 5],  # unit 0, prefix 1 2 3: suffixes "4 5" and "6"
+        [7, 8, 0, 0, 0],  # unit 1 alone: prefix 7, suffix 8
+        [1, 2, 3, 6, 0],
+    ])
+    packed = pack_units(input_ids, torch.tensor([5, 2, 4]), torch.tensor([0, 1, 0]), torch.tensor([3, 1]))
+    assert packed.input_ids.tolist() == [[1, 2, 3, 4, 5, 6], [7, 8, 0, 0, 0, 0]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4, 3], [0, 1, 0, 0, 0, 0]]
+    assert packed.column.tolist() == [[0, 1, 2, 3, 4], [0, 1, 0, 0, 0], [0, 1, 2, 5, 0]]
+    attend = packed.attend.long().tolist()
+    assert attend[0] == [[1, 0, 0, 0, 0, 0],
+                         [1, 1, 0, 0, 0, 0],
+                         [1, 1, 1, 0, 0, 0],
+                         [1, 1, 1, 1, 0, 0],
+                         [1, 1, 1, 1, 1, 0],
+                         [1, 1, 1, 0, 0, 1]]  # member 2's token sees the prefix and itself, not member 1
+    assert attend[1][:2] == [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0]]
+    assert all(row[0] == 1 for row in attend[1][2:])  # padding sees the prefix: finite values
 
 
 def test_a_position_id_off_by_one_is_caught(tokenizer, batch):
