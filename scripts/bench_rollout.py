@@ -202,7 +202,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--hf-dtype", default="float32", help="dtype of the trainer model the hf backend uses"
     )
-    parser.add_argument("--vllm-dtype", default="bfloat16")
+    parser.add_argument("--vllm-dtype", default="auto", help="auto: bf16 where the hardware has it natively, else fp32 "
+                        "on CPUs (fp16 on older GPUs)")
     parser.add_argument("--kv-cache-gib", type=float, default=2.0)
     parser.add_argument("--no-prefix-caching", action="store_true")
     parser.add_argument(

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from agents.backends import HFBackend, SamplingParams, make_backend
-from agents.backends.base import cpu_has_native_bf16, resolve_caps, trim_completion, vllm_is_faster_here
+from agents.backends.base import (
+    cpu_has_native_bf16,
+    default_vllm_dtype,
+    resolve_caps,
+    trim_completion,
+    vllm_is_faster_here,
+)
 from agents.model import build_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -161,3 +167,9 @@ def test_native_bf16_is_read_from_the_cpu_flags():
     assert cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
     assert not cpu_has_native_bf16("flags : fpu sse avx2 avx512f\nbugs : avx512_bf16\n")
     assert not cpu_has_native_bf16("")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the CUDA device decides")
+def test_vllm_serves_bf16_only_where_the_cpu_has_it_natively():
+    assert default_vllm_dtype("flags : fpu avx2 avx512_bf16\n") == torch.bfloat16
+    assert default_vllm_dtype("flags : fpu avx2\n") == torch.float32  # emulated bf16 is 4x slower there

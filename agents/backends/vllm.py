@@ -31,7 +31,7 @@ import vllm  # noqa: E402  (reads VLLM_LOGGING_LEVEL on import)
 from vllm.inputs import TokensPrompt  # noqa: E402
 from vllm.platforms import current_platform  # noqa: E402
 
-from agents.backends.base import SamplingParams, resolve_caps, trim_completion  # noqa: E402
+from agents.backends.base import SamplingParams, default_vllm_dtype, resolve_caps, trim_completion  # noqa: E402
 from agents.model import resolve_dtype
 
 GIB = 2**30
@@ -89,7 +89,8 @@ def request_seed(seed: int, index: int) -> int:
 class VLLMBackend:
     """Generation on a vLLM engine serving ``model_dir``; see ``agents.backends.base`` for the contract.
 
-    ``kv_cache_gib`` sizes the KV cache on CPU (``VLLM_CPU_KVCACHE_SPACE``, when set, takes precedence);
+    ``dtype="auto"`` serves in bf16 where the hardware has it natively, else fp32 on CPUs and fp16 on
+    older GPUs (``default_vllm_dtype``). ``kv_cache_gib`` sizes the KV cache on CPU (``VLLM_CPU_KVCACHE_SPACE``, when set, takes precedence);
     on GPUs the cache takes ``gpu_memory_utilization`` of the device memory, leaving the rest to the trainer.
     Extra keyword arguments go to ``vllm.LLM`` unchanged.
     """
@@ -98,7 +99,7 @@ class VLLMBackend:
         self,
         model_dir: str | Path,
         tokenizer: PreTrainedTokenizerBase | None = None,
-        dtype: torch.dtype | str = "bfloat16",
+        dtype: torch.dtype | str = "auto",
         max_model_len: int = 2048,
         seed: int = 0,
         kv_cache_gib: float = 2.0,
@@ -106,7 +107,7 @@ class VLLMBackend:
         enable_prefix_caching: bool = True,
         **engine_kwargs: Any,
     ) -> None:
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = default_vllm_dtype() if dtype == "auto" else resolve_dtype(dtype)
         if max_model_len < 2:
             raise ValueError(f"max_model_len={max_model_len} is invalid; allowed: >= 2")
         self.max_model_len = max_model_len
