@@ -5,7 +5,7 @@ at most 48 new tokens, temperature 1), one optimizer step at lr 2e-5, no KL, 2 t
 Each side runs 3 steps; the reported time is the median of steps 2-3 (step 1 includes warm-up).
 Goal: TurnRL step time <= 0.8x TRL's::
 
-    python scripts/bench_trl_step.py [--backends hf vllm] [--out benchmarks/trl_step.json]
+    python scripts/bench_trl_step.py [--backends hf vllm] [--out benchmarks/trl_step.json] [--report R.md]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ TURNRL_RUN = [
     "trainer.test_freq=-1",
     "algo=drgrpo",
     f"trainer.total_training_steps={STEPS}",
+    "format_warmup.steps=0",  # the same raw model as TRL's side; the warm-up is not part of a step
 ]
 
 
@@ -112,7 +113,7 @@ def time_turnrl(backend: str) -> list[float]:
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench_turnrl_{backend}-"))
     Trainer(config, run_dir).fit()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [row["timing/step_s"] for row in rows]
+    return [row["timing/step_s"] for row in rows if row["step"] > 0]
 
 
 def steady(seconds: list[float]) -> float:
@@ -153,8 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "trl_step.json")
-    parser.add_argument("--report", type=Path, default=Path("/work/notes/bench_trl_step.md"))
+    parser.add_argument("--report", type=Path, default=None, help="Markdown report; default: --out with .md")
     args = parser.parse_args()
+    args.report = args.report or args.out.with_suffix(".md")
     torch.set_num_threads(THREADS)
     result: dict = {
         "command": " ".join(["python", "scripts/bench_trl_step.py", *sys.argv[1:]]),
