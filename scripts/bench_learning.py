@@ -80,17 +80,19 @@ def main() -> None:
 
 
 class PeakRSS:
-    """Samples the resident memory of this process plus its children (the vLLM engine) once a second."""
+    """Samples the resident memory of this process plus its children (the vLLM engine) every
+    ``interval_s`` seconds; ``peak_gib`` is the largest sample so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval_s: float = 1.0) -> None:
         self.peak_gib = 0.0
+        self.interval_s = interval_s
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         me = psutil.Process()
-        while not self._done.wait(1.0):
+        while not self._done.wait(self.interval_s):
             processes = [me, *me.children(recursive=True)]
             total = 0
             for process in processes:

@@ -6,13 +6,19 @@
 A Bandit-shaped micro-batch: ``groups`` groups of ``group_size`` episodes, each group one random
 ``prompt-tokens`` prompt, each episode its own random reply of ``reply-tokens`` tokens (the loss is the
 sum of the reply log-probs). The embedded SmolLM2-135M runs in fp32 on one thread and is timed in CPU
-seconds (``time.process_time``), so other load on the machine does not distort it. Also reports the
-largest log-prob and relative gradient differences between the two paths. Writes JSON, prints Markdown.
+seconds (``time.process_time``), so other load on the machine does not distort it. Memory: how far
+the resident memory rises during one more forward + backward (``peak_memory_gib``), after the timed
+passes have paged in the weights.
+Also reports the largest log-prob and relative gradient differences between the two paths. Writes JSON,
+prints Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
 import json
 import platform
 import sys
@@ -20,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
+from bench_learning import PeakRSS
 
 from agents.model import load_model_and_tokenizer
 from algos.shared_prefix import grouped_response_log_probs
@@ -38,20 +46,49 @@ def bandit_shaped_batch(groups: int, group_size: int, prompt_tokens: int, reply_
             "response_mask": loss_mask[:, 1:], "group_index": torch.arange(groups).repeat_interleave(group_size)}
 
 
-def time_update(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: bool,
-                repeats: int) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """(best CPU seconds of forward + backward, log-probs, flat gradient) of one path."""
-    group_index = batch["group_index"] if share else None
+def forward_backward(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: bool) -> torch.Tensor:
+    """One forward + backward of the summed reply log-probs (gradients start from None); the log-probs."""
+    model.zero_grad(set_to_none=True)
+    logp, _ = grouped_response_log_probs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"],
+                                         batch["group_index"] if share else None, temperature=1.0)
+    logp.sum().backward()
+    return logp.detach()
+
+
+def cpu_seconds(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: bool, repeats: int) -> float:
+    """Best CPU seconds of ``repeats`` forward + backward passes."""
     best = float("inf")
     for _ in range(repeats):
-        model.zero_grad()
         start = time.process_time()
-        logp, _ = grouped_response_log_probs(model, batch["input_ids"], batch["attention_mask"],
-                                             batch["response_mask"], group_index, temperature=1.0)
-        logp.sum().backward()
+        forward_backward(model, batch, share)
         best = min(best, time.process_time() - start)
-    gradient = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-    return best, logp.detach(), gradient
+    return best
+
+
+def peak_memory_gib(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: bool) -> float:
+    """How far resident memory rises above its start during one forward + backward (sampled every 2 ms).
+
+    The heap's free memory is first handed back to the OS (glibc ``malloc_trim``), so what the pass
+    reuses is faulted in again and counted; freed blocks stay resident, so this is the pass's high-water mark."""
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    release_free_heap()
+    before = psutil.Process().memory_info().rss / 2**30
+    sampler = PeakRSS(interval_s=0.002)
+    forward_backward(model, batch, share)
+    sampler.stop()
+    return max(sampler.peak_gib, psutil.Process().memory_info().rss / 2**30) - before
+
+
+def release_free_heap() -> None:
+    """Return the heap's free pages to the OS (Linux glibc; a no-op elsewhere)."""
+    libc_name = ctypes.util.find_library("c")
+    if sys.platform.startswith("linux") and libc_name and hasattr(libc := ctypes.CDLL(libc_name), "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def flat_gradient(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -67,13 +104,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model, tokenizer = load_model_and_tokenizer(None)
     model.train()
     batch = bandit_shaped_batch(args.groups, args.group_size, args.prompt_tokens, args.reply_tokens, len(tokenizer))
-    plain_s, plain_logp, plain_grad = time_update(model, batch, share=False, repeats=args.repeats)
-    shared_s, shared_logp, shared_grad = time_update(model, batch, share=True, repeats=args.repeats)
+    plain_logp = forward_backward(model, batch, share=False)  # also pages in the weights and warms the kernels
+    plain_grad = flat_gradient(model)
+    shared_logp = forward_backward(model, batch, share=True)
+    shared_grad = flat_gradient(model)
+    seconds = {share: cpu_seconds(model, batch, share, args.repeats) for share in (False, True)}
+    memory = {share: peak_memory_gib(model, batch, share) for share in (False, True)}
     episodes = args.groups * args.group_size
     results = {
-        "plain_cpu_s": plain_s,
-        "shared_prefix_cpu_s": shared_s,
-        "speedup": plain_s / shared_s,
+        "plain_cpu_s": seconds[False],
+        "shared_prefix_cpu_s": seconds[True],
+        "speedup": seconds[False] / seconds[True],
+        "plain_peak_rise_gib": memory[False],
+        "shared_prefix_peak_rise_gib": memory[True],
         "plain_token_positions": episodes * (args.prompt_tokens + args.reply_tokens),
         "shared_token_positions": args.groups * args.prompt_tokens + episodes * args.reply_tokens,
         "max_abs_logp_diff": (plain_logp - shared_logp).abs().max().item(),
@@ -88,9 +131,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print("| path | CPU s (fwd+bwd) | token positions |\n|---|---:|---:|")
-    print(f"| plain | {plain_s:.2f} | {results['plain_token_positions']} |")
-    print(f"| shared prefix | {shared_s:.2f} | {results['shared_token_positions']} |")
+    print("| path | CPU s (fwd+bwd) | token positions | memory rise, fwd+bwd |\n|---|---:|---:|---:|")
+    for name, share, key in (("plain", False, "plain"), ("shared prefix", True, "shared")):
+        print(f"| {name} | {seconds[share]:.2f} | {results[key + '_token_positions']} | {memory[share]:.2f} GiB |")
     print(f"speedup {results['speedup']:.2f}x; max |logp diff| {results['max_abs_logp_diff']:.2e}; "
           f"relative gradient diff {results['relative_grad_diff']:.2e}")
     return report
