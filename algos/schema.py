@@ -47,7 +47,7 @@ class ModelConfig:
     dtype: str = "float32"
     """Weights' dtype on load (training runs fp32 master weights; bf16 compute comes from ``actor.bf16``)."""
     enable_gradient_checkpointing: bool = False
-    """Recompute activations in backward (less memory, ~30% more compute)."""
+    """Recompute activations in backward (less memory, ~30% more compute); works with ``share_prompt_prefix``."""
 
 
 @dataclass
@@ -57,8 +57,9 @@ class TrainerActorConfig(ActorConfig):
     ppo_micro_batch_size_per_gpu: int = 4
     """Episodes per forward/backward pass; gradients accumulate to a ``ppo_mini_batch_size`` step."""
     share_prompt_prefix: bool = True
-    """Run the prompt shared by a group's episodes once per micro-batch (``algos.shared_prefix``): same
-    log-probs and gradients, fewer token-forwards. Mini-batches then shuffle whole groups; the saving is
+    """Run the prompt shared by a group's episodes once per micro-batch, packed with the members' own
+    tokens under a tree-shaped attention mask (``algos.shared_prefix``): same log-probs and gradients,
+    fewer token-forwards, less activation memory. Mini-batches then shuffle whole groups; the saving is
     largest when ``ppo_micro_batch_size_per_gpu`` is a multiple of ``es_manager.train.group_size``."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage: 0 (plain data parallel), 1, 2 or 3."""
