@@ -45,6 +45,15 @@ def init_distributed() -> None:
     deepspeed.init_distributed(verbose=False)
 
 
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is Linux glibc (it has ``mallopt`` and ``malloc_trim``), else None."""
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if libc_name is None:
+        return None
+    libc = ctypes.CDLL(libc_name)
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None  # not musl & co.
+
+
 def limit_heap_slack(threshold: int) -> bool:
     """CPU memory workaround (Linux glibc): give every host allocation of ``threshold`` bytes or more its
     own mapping, returned to the OS when freed. Returns whether the setting took (False off glibc).
@@ -59,16 +68,17 @@ def limit_heap_slack(threshold: int) -> bool:
     """
     if threshold <= 0:
         raise ValueError(f"threshold={threshold} is invalid; allowed: > 0 bytes")
-    if not sys.platform.startswith("linux"):
-        return False
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name)
-    if not hasattr(libc, "mallopt"):  # musl and other libcs
+    libc = glibc()
+    if libc is None:
         return False
     m_mmap_threshold = -3  # <malloc.h>
     return bool(libc.mallopt(m_mmap_threshold, threshold))
+
+
+def release_free_heap() -> bool:
+    """Hand the heap's free pages back to the OS (glibc ``malloc_trim``); whether anything was released."""
+    libc = glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
 
 
 def bf16_enabled(setting: str) -> bool:

@@ -16,8 +16,6 @@ prints Markdown.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import gc
 import json
 import platform
@@ -31,6 +29,7 @@ import torch
 from bench_learning import PeakRSS
 
 from agents.model import load_model_and_tokenizer
+from algos.engine import release_free_heap
 from algos.shared_prefix import grouped_response_log_probs
 
 
@@ -78,13 +77,6 @@ def peak_memory_gib(model: torch.nn.Module, batch: dict[str, torch.Tensor], shar
     forward_backward(model, batch, share)
     sampler.stop()
     return max(sampler.peak_gib, psutil.Process().memory_info().rss / 2**30) - before
-
-
-def release_free_heap() -> None:
-    """Return the heap's free pages to the OS (Linux glibc; a no-op elsewhere)."""
-    libc_name = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and libc_name and hasattr(libc := ctypes.CDLL(libc_name), "malloc_trim"):
-        libc.malloc_trim(0)
 
 
 def flat_gradient(model: torch.nn.Module) -> torch.Tensor:
