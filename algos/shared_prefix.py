@@ -79,15 +79,16 @@ def grouped_response_log_probs(
         raise ValueError("attention_mask is not right-padded; allowed: ones then zeros in every row")
     config = getattr(getattr(model, "module", model), "config", None)
     attention = getattr(config, "_attn_implementation", None)
-    if group_index is None or attention not in PACKABLE_ATTENTION:
-        return response_log_probs(model, input_ids, attention_mask, response_mask, temperature, entropy_grad)
-    unit_of_row, prefix_length = sharing_units(input_ids, lengths, group_index, min_shared_tokens)
-    if len(prefix_length) == len(input_ids):
-        return response_log_probs(model, input_ids, attention_mask, response_mask, temperature, entropy_grad)
-    packed = pack_units(input_ids, lengths, unit_of_row, prefix_length)
-    if packed.input_ids.shape[1] > MAX_PACKED_TOKENS:
+    packable = group_index is not None and attention in PACKABLE_ATTENTION
+    if packable:
+        unit_of_row, prefix_length = sharing_units(input_ids, lengths, group_index, min_shared_tokens)
+        # packed row u: its prefix once plus each member's own tokens; checked before any L x L mask exists
+        packed_length = prefix_length.clone().index_add_(0, unit_of_row, lengths - prefix_length[unit_of_row])
+        packable = len(prefix_length) < len(input_ids) and int(packed_length.max()) <= MAX_PACKED_TOKENS
+    if not packable:
         return response_log_probs(model, input_ids, attention_mask, response_mask, temperature, entropy_grad)
 
+    packed = pack_units(input_ids, lengths, unit_of_row, prefix_length)
     positions = response_mask.bool()
     rows, cols = positions.nonzero(as_tuple=True)
     slot = packed.column[rows, cols]  # packed column whose logit predicts input_ids[row, col + 1]

@@ -138,6 +138,26 @@ def test_packed_forward_is_exact_for_each_attention_and_under_gradient_checkpoin
     assert grouped[3] < 0.6 * plain[3]  # the packed pass ran, also with checkpointing on
 
 
+def test_a_packed_row_over_the_bound_falls_back_before_packing(tokenizer, batch, monkeypatch):
+    model = build_tiny_model(tokenizer, seed=6)
+    tensors = (batch.input_ids, batch.attention_mask, batch.loss_mask[:, 1:])
+    lengths = batch.attention_mask.sum(dim=1)
+    units, prefix_length = sharing_units(batch.input_ids, lengths, batch.group_index, 8)
+    widest = int(pack_units(batch.input_ids, lengths, units, prefix_length).input_ids.shape[1])
+    plain = forward_and_gradient(model, tensors)
+    monkeypatch.setattr("algos.shared_prefix.MAX_PACKED_TOKENS", widest)  # exactly fits: packed
+    assert forward_and_gradient(model, tensors, batch.group_index)[3] < 0.6 * plain[3]
+
+    def no_packing(*args):
+        raise AssertionError("pack_units ran although the packed row is too long")
+
+    monkeypatch.setattr("algos.shared_prefix.MAX_PACKED_TOKENS", widest - 1)
+    monkeypatch.setattr("algos.shared_prefix.pack_units", no_packing)
+    too_long = forward_and_gradient(model, tensors, batch.group_index)
+    assert_same(too_long, plain)
+    assert too_long[3] == plain[3]  # the plain pass ran
+
+
 def test_pack_units_hand_computed():
     input_ids = torch.tensor([
         [1, 2, 3, 4, 5],  # unit 0, prefix 1 2 3: suffixes "4 5" and "6"
