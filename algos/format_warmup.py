@@ -7,9 +7,10 @@ their replies, and minimises the mean negative log-likelihood of the reply token
 
 with a plain torch AdamW at a constant ``lr``; a level's shared prompt runs once
 (``grouped_response_log_probs``), and the step's gradient is accumulated level by level, each level's
-token sum divided by the step's ``|R|``, so only one level's activations are held at a time. It runs on the bare model, before DeepSpeed wraps it (and before
-the frozen reference is copied, so KL is measured to the warmed-up policy); the optimizer is dropped
-afterwards, so RL starts with a fresh optimizer state.
+token sum divided by the step's ``|R|``, so only one level's activations are held at a time. It runs
+on the bare model, before DeepSpeed wraps it (and before the frozen reference is copied, so KL is
+measured to the warmed-up policy); the optimizer is dropped afterwards, so RL starts with a fresh
+optimizer state.
 """
 
 from __future__ import annotations
