@@ -92,7 +92,8 @@ class VLLMBackend:
     ``dtype="auto"`` serves in bf16 where the hardware has it natively, else fp32 on CPUs and fp16 on
     older GPUs (``default_vllm_dtype``). ``kv_cache_gib`` sizes the KV cache on CPU
     (``VLLM_CPU_KVCACHE_SPACE``, when set, takes precedence); on GPUs the cache takes
-    ``gpu_memory_utilization`` of the device memory, leaving the rest to the trainer. Extra keyword arguments go to ``vllm.LLM`` unchanged.
+    ``gpu_memory_utilization`` of the device memory, leaving the rest to the trainer.
+    Extra keyword arguments go to ``vllm.LLM`` unchanged.
     """
 
     def __init__(
