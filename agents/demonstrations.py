@@ -2,7 +2,7 @@
 
 A small model that never closes ``<answer> ... </answer>`` earns only the format penalty, so every
 group has zero reward spread and group-relative RL has nothing to learn from. A few supervised steps
-on these replies (``algos.format_warmup``) teach the reply format without teaching which action is
+on these replies (``algos.training.format_warmup``) teach the reply format without teaching which action is
 good: every action is drawn uniformly from the env's action names, so the warmed-up policy starts at
 chance on the task and RL has to do the rest (a "cold start" before RL, as in DeepSeek-R1). The reply
 continues the prefill the rollout engine puts at the start of every assistant turn::
@@ -11,7 +11,7 @@ continues the prefill the rollout engine puts at the start of every assistant tu
     think off (prefill "<answer>"): " a1 || a2 </answer>"
 
 Each demonstrated level gets several replies, so a warm-up batch runs each prompt once
-(``algos.shared_prefix``). The levels are drawn from ``seed``, apart from the train and validation levels.
+(``algos.training.packed_logprobs``). The levels are drawn from ``seed``, apart from the train and validation levels.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Algorithm core: advantage estimators, rollout filtering, losses and their typed config.
 
-Pure tensor functions, independent of any model. The trainer lives in ``algos.trainer`` (imported
+Pure tensor functions, independent of any model. The trainer lives in ``algos.training.trainer`` (imported
 separately, as it pulls in the model stack).
 """
 

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agents.backends.base import vllm_is_faster_here  # noqa: E402
-from algos.schema import register_schema, validate  # noqa: E402
+from algos.training.schema import register_schema, validate  # noqa: E402
 
 BANDIT_RUN = [  # 4 levels x 8 pulls per step, answer-only replies, sampled validation every 10 steps
     "env=bandit",
@@ -60,7 +60,7 @@ def main() -> None:
     overrides = [*BANDIT_RUN, f"algo={args.algo}", f"trainer.total_training_steps={args.steps}", *args.overrides]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
         config = validate(compose(config_name="config", overrides=overrides))
-    from algos.trainer import Trainer
+    from algos.training.trainer import Trainer
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench_learning-"))
     sampler = PeakRSS()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 import envs  # noqa: E402
 from agents.model import default_model_dir  # noqa: E402
 from agents.prompts import SYSTEM_PROMPT, intro_message, turn_message  # noqa: E402
-from algos.schema import register_schema, validate  # noqa: E402
+from algos.training.schema import register_schema, validate  # noqa: E402
 
 THREADS = 2
 STEPS = 3
@@ -108,7 +108,7 @@ def time_turnrl(backend: str) -> list[float]:
     overrides = [*TURNRL_RUN, f"actor_rollout_ref.rollout.name={backend}"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
         config = validate(compose(config_name="config", overrides=overrides))
-    from algos.trainer import Trainer
+    from algos.training.trainer import Trainer
 
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench_turnrl_{backend}-"))
     Trainer(config, run_dir).fit()

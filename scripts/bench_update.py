@@ -29,8 +29,8 @@ import torch
 from bench_learning import PeakRSS
 
 from agents.model import load_model_and_tokenizer
-from algos.engine import release_free_heap
-from algos.shared_prefix import grouped_response_log_probs
+from algos.training.memory import release_free_heap
+from algos.training.packed_logprobs import grouped_response_log_probs
 
 
 def bandit_shaped_batch(groups: int, group_size: int, prompt_tokens: int, reply_tokens: int,

@@ -26,7 +26,8 @@ import torch  # noqa: E402
 from transformers import PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
 
 from agents.model import load_model_and_tokenizer  # noqa: E402
-from algos.checkpoint import TRAINER_STATE_FILE, exported_model  # noqa: E402
+from algos.training.checkpoint import TRAINER_STATE_FILE  # noqa: E402
+from algos.training.export import exported_model  # noqa: E402
 from envs.gsm8k import chat_messages  # noqa: E402
 from envs.gsm8k_answers import (  # noqa: E402
     ANSWER_MODES,

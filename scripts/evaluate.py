@@ -30,16 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from agents.backends import SamplingParams, make_backend  # noqa: E402
 from agents.model import resolve_model_location  # noqa: E402
 from agents.rollout import RolloutEngine  # noqa: E402
-from algos.checkpoint import (  # noqa: E402
+from algos.training.checkpoint import (  # noqa: E402
     TRAINER_STATE_FILE,
     checkpoint_state_dict,
     checkpoints,
-    export_step,
-    exported_model,
     load_weights,
 )
-from algos.schema import TINY_RANDOM_MODEL, TurnRLConfig, register_schema, validate  # noqa: E402
-from algos.trainer import agent_config, load_policy  # noqa: E402
+from algos.training.export import export_step, exported_model  # noqa: E402
+from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig, register_schema, validate  # noqa: E402
+from algos.training.trainer import agent_config, load_policy  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EMBEDDED = "embedded"

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from algos.tracking import METRICS_FILE, read_metrics  # noqa: E402
+from algos.training.tracking import METRICS_FILE, read_metrics  # noqa: E402
 
 SEED_SUFFIX = re.compile(r"^(?P<label>.+)-seed(?P<seed>\d+)$")
 CURVES = (("rollout/success_rate", "train success rate"), ("reward", "train reward"))

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from algos.schema import register_schema, validate  # noqa: E402
+from algos.training.schema import register_schema, validate  # noqa: E402
 
 register_schema()
 
@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
         config = validate(cfg)
     except ValueError as error:
         sys.exit(f"Invalid config: {error}")
-    from algos.trainer import train  # after validation: imports the model stack
+    from algos.training.trainer import train  # after validation: imports the model stack
 
     hydra_config = HydraConfig.get()
     choices = hydra_config.runtime.choices

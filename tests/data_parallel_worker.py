@@ -26,8 +26,8 @@ from test_trainer import FixedAnswers, fake_run_config  # noqa: E402
 
 from agents.model import build_tiny_model, load_tokenizer  # noqa: E402
 from agents.rollout import RolloutBatch, rollout_metrics  # noqa: E402
-from algos.data_parallel import rank_and_world  # noqa: E402
-from algos.trainer import Trainer  # noqa: E402
+from algos.training.data_parallel import rank_and_world  # noqa: E402
+from algos.training.trainer import Trainer  # noqa: E402
 
 
 class SeededAnswers(FixedAnswers):

@@ -18,9 +18,9 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from agents.model import build_tiny_model, load_tokenizer
-from algos.checkpoint import checkpoint_state_dict, load_weights
-from algos.schema import register_schema, validate
-from algos.tracking import METRICS_FILE
+from algos.training.checkpoint import checkpoint_state_dict, load_weights
+from algos.training.schema import register_schema, validate
+from algos.training.tracking import METRICS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 COMPARE = REPO / "scripts" / "runs" / "run_drgrpo_compare.sh"

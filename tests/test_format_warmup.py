@@ -17,7 +17,7 @@ from agents.demonstrations import Demonstration, balanced_draws, format_demonstr
 from agents.parsing import parse_reply
 from agents.prompts import prefill_text
 from agents.rollout import AgentConfig, RolloutEngine
-from algos.format_warmup import backward_reply_nll, demonstration_batch, format_warmup, reply_nll
+from algos.training.format_warmup import backward_reply_nll, demonstration_batch, format_warmup, reply_nll
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -298,8 +298,8 @@ def test_reward_funcs_grade_conversational_and_plain_completions() -> None:
 def test_one_native_sr_grpo_step_on_gsm8k(tmp_path) -> None:
     from hydra import compose, initialize_config_dir
 
-    from algos.schema import register_schema, validate
-    from algos.trainer import Trainer
+    from algos.training.schema import register_schema, validate
+    from algos.training.trainer import Trainer
 
     register_schema()
     overrides = ["env=gsm8k", "algo=sr_grpo", "env.kwargs.source=generated", "logger=console",

@@ -12,15 +12,15 @@ from hydra import compose, initialize_config_dir
 from agents.backends.base import SamplingParams, resolve_caps
 from agents.model import build_tiny_model, load_tokenizer
 from agents.rollout import AgentConfig, RolloutEngine
-from algos.schema import register_schema, validate
-from algos.shared_prefix import (
+from algos.training.packed_logprobs import (
     grouped_response_log_probs,
     pack_units,
     response_log_probs,
     sharing_units,
     shuffle_by_group,
 )
-from algos.trainer import Trainer
+from algos.training.schema import register_schema, validate
+from algos.training.trainer import Trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -145,14 +145,14 @@ def test_a_packed_row_over_the_bound_falls_back_before_packing(tokenizer, batch,
     units, prefix_length = sharing_units(batch.input_ids, lengths, batch.group_index, 8)
     widest = int(pack_units(batch.input_ids, lengths, units, prefix_length).input_ids.shape[1])
     plain = forward_and_gradient(model, tensors)
-    monkeypatch.setattr("algos.shared_prefix.MAX_PACKED_TOKENS", widest)  # exactly fits: packed
+    monkeypatch.setattr("algos.training.packed_logprobs.MAX_PACKED_TOKENS", widest)  # exactly fits: packed
     assert forward_and_gradient(model, tensors, batch.group_index)[3] < 0.6 * plain[3]
 
     def no_packing(*args):
         raise AssertionError("pack_units ran although the packed row is too long")
 
-    monkeypatch.setattr("algos.shared_prefix.MAX_PACKED_TOKENS", widest - 1)
-    monkeypatch.setattr("algos.shared_prefix.pack_units", no_packing)
+    monkeypatch.setattr("algos.training.packed_logprobs.MAX_PACKED_TOKENS", widest - 1)
+    monkeypatch.setattr("algos.training.packed_logprobs.pack_units", no_packing)
     too_long = forward_and_gradient(model, tensors, batch.group_index)
     assert_same(too_long, plain)
     assert too_long[3] == plain[3]  # the plain pass ran
@@ -267,9 +267,9 @@ def test_trainer_update_with_shared_prompts_equals_the_plain_update(tokenizer, t
     def backward_only(engine, loss, is_last):  # keep the accumulated gradient instead of stepping
         engine.backward(loss, scale_wrt_gas=False)
 
-    monkeypatch.setattr("algos.trainer.accumulate", backward_only)
+    monkeypatch.setattr("algos.training.trainer.accumulate", backward_only)
     calls = []
-    monkeypatch.setattr("algos.trainer.grouped_response_log_probs",
+    monkeypatch.setattr("algos.training.trainer.grouped_response_log_probs",
                         lambda *args, **kwargs: calls.append(args[4]) or grouped_response_log_probs(*args, **kwargs))
     plain = _gradient_of_one_update(tokenizer, tmp_path / "plain", share=False, micro=6)
     assert calls and all(groups is None for groups in calls)

@@ -16,7 +16,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-from algos.schema import register_schema, validate
+from algos.training.schema import register_schema, validate
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "conf" / "sweeps").glob("*.yaml"))

@@ -24,19 +24,19 @@ from agents.backends.hf import HFBackend
 from agents.model import build_tiny_model, load_tokenizer
 from agents.rollout import RolloutBatch, RolloutEngine
 from algos import aggregate_loss
-from algos.checkpoint import (
+from algos.training.checkpoint import (
     checkpoint_state_dict,
     checkpoints,
-    export_step,
     latest_checkpoint,
     load_weights,
     save_checkpoint,
 )
-from algos.data_parallel import group_share, rank_share
-from algos.engine import build_engine
-from algos.schema import LoggerConfig, TrainerActorConfig, WandbConfig, register_schema, validate
-from algos.tracking import RunLogger
-from algos.trainer import Trainer, agent_config, micro_batch_weights, response_log_probs
+from algos.training.data_parallel import group_share, rank_share
+from algos.training.engine import build_engine
+from algos.training.export import export_step
+from algos.training.schema import LoggerConfig, TrainerActorConfig, WandbConfig, register_schema, validate
+from algos.training.tracking import RunLogger
+from algos.training.trainer import Trainer, agent_config, micro_batch_weights, response_log_probs
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -217,7 +217,7 @@ def test_gradient_accumulation_over_micro_batches_equals_the_full_batch(tokenize
     def backward_only(engine, loss, is_last):
         engine.backward(loss, scale_wrt_gas=False)
 
-    monkeypatch.setattr("algos.trainer.accumulate", backward_only)
+    monkeypatch.setattr("algos.training.trainer.accumulate", backward_only)
     full = _gradient_of_one_update(tokenizer, tmp_path, micro=8, mode=mode)
     split = _gradient_of_one_update(tokenizer, tmp_path, micro=3, mode=mode)
     assert full.abs().max() > 1e-3
@@ -477,7 +477,7 @@ def test_torchrun_two_ranks_train_on_all_groups(tmp_path):
 
 HEAP_SLACK_PROBE = """
 import sys, psutil, torch
-from algos.engine import limit_heap_slack
+from algos.training.memory import limit_heap_slack
 if sys.argv[1] == "on":
     assert limit_heap_slack(128 * 2**10)
 rss = lambda: psutil.Process().memory_info().rss / 2**20

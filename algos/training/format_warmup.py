@@ -20,7 +20,7 @@ import time
 import torch
 
 from agents.demonstrations import Demonstration
-from algos.shared_prefix import grouped_response_log_probs
+from algos.training.packed_logprobs import grouped_response_log_probs
 
 
 def demonstration_batch(

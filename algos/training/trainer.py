@@ -14,10 +14,10 @@ One step (``Trainer.train_step``)::
 
 Under ``torchrun --nproc_per_node N`` each rank plays its share of the groups and trains on its share
 of every mini-batch, with the same filter, advantages, metrics and gradient as one process over the
-whole batch (``algos.data_parallel``); rank 0 logs. Pass ``hydra.run.dir`` so all ranks share a run dir.
+whole batch (``algos.training.data_parallel``); rank 0 logs. Pass ``hydra.run.dir`` so all ranks share a run dir.
 
 At the end (finished or stopped by a signal) the policy is exported once to ``<run dir>/hf_model``
-(``save_pretrained``; see ``algos.checkpoint``). Only there, not in every checkpoint: checkpoints
+(``save_pretrained``; see ``algos.training.checkpoint``). Only there, not in every checkpoint: checkpoints
 already hold the weights for resuming, and a full model copy per checkpoint would double their size.
 """
 
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import copy
 import os
-import resource
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -50,14 +48,12 @@ from algos import (
     kl_penalty,
     policy_loss,
 )
-from algos.checkpoint import (
-    StopRequest,
-    export_hf_model,
+from algos.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from algos.data_parallel import (
+from algos.training.data_parallel import (
     all_reduce_sum,
     any_rank,
     gather_lists,
@@ -66,11 +62,14 @@ from algos.data_parallel import (
     rank_and_world,
     rank_share,
 )
-from algos.engine import accumulate, build_engine, full_parameters, limit_heap_slack
-from algos.format_warmup import format_warmup
-from algos.schema import TINY_RANDOM_MODEL, ModelConfig, TurnRLConfig, advantage_options
-from algos.shared_prefix import grouped_response_log_probs, response_log_probs, shuffle_by_group
-from algos.tracking import RunLogger
+from algos.training.engine import accumulate, build_engine, full_parameters
+from algos.training.export import export_hf_model
+from algos.training.format_warmup import format_warmup
+from algos.training.memory import limit_heap_slack, peak_rss_gib
+from algos.training.packed_logprobs import grouped_response_log_probs, response_log_probs, shuffle_by_group
+from algos.training.schema import TINY_RANDOM_MODEL, ModelConfig, TurnRLConfig, advantage_options
+from algos.training.signals import StopRequest
+from algos.training.tracking import RunLogger
 
 
 def load_policy(model: ModelConfig, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -207,7 +206,7 @@ class Trainer:
                              f"{self.world_size} ranks; allowed: >= the number of ranks (each plays a share)")
 
     def warm_up_format(self, model: PreTrainedModel) -> dict[str, float]:
-        """``format_warmup.steps`` supervised steps on format demonstrations (``algos.format_warmup``), on
+        """``format_warmup.steps`` supervised steps on format demonstrations (``algos.training.format_warmup``), on
         the bare model; none when off, for an env with free-form answers, or when ``trainer.resume=auto``
         finds a checkpoint to load instead.
         Every rank runs the same deterministic warm-up, so the ranks start RL from equal weights."""
@@ -493,12 +492,6 @@ def episode_metrics(batch: RolloutBatch) -> dict[str, float]:
         "reward_std": in_group_std,
         "completion_length": batch.loss_mask.sum(dim=1).float().mean().item(),
     }
-
-
-def peak_rss_gib() -> float:
-    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 def experiment_name(config: TurnRLConfig) -> str:

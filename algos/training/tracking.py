@@ -14,7 +14,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from algos.schema import LoggerConfig
+from algos.training.schema import LoggerConfig
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "learning_curve.png"

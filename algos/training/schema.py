@@ -58,7 +58,7 @@ class TrainerActorConfig(ActorConfig):
     """Episodes per forward/backward pass; gradients accumulate to a ``ppo_mini_batch_size`` step."""
     share_prompt_prefix: bool = True
     """Run the prompt shared by a group's episodes once per micro-batch, packed with the members' own
-    tokens under a tree-shaped attention mask (``algos.shared_prefix``): same log-probs and gradients,
+    tokens under a tree-shaped attention mask (``algos.training.packed_logprobs``): same log-probs and gradients,
     fewer token-forwards, less activation memory. Mini-batches then shuffle whole groups; the saving is
     largest when ``ppo_micro_batch_size_per_gpu`` is a multiple of ``es_manager.train.group_size``."""
     zero_stage: int = 0
@@ -170,7 +170,7 @@ class AgentProxyConfig:
 @dataclass
 class FormatWarmupConfig:
     """``format_warmup.*``: supervised steps on well-formed replies with uniformly random valid actions,
-    before RL, for a model too small to follow the reply format (``algos.format_warmup``). Teaches the
+    before RL, for a model too small to follow the reply format (``algos.training.format_warmup``). Teaches the
     format, not the task. Skipped when a run resumes from a checkpoint, and for envs with free-form
     answers (GSM8K), which have no random valid action to demonstrate."""
 
@@ -253,7 +253,7 @@ class SystemConfig:
     """GPU ids for this run (e.g. "0" or "0,1"); null leaves the environment as it is."""
     cpu_heap_mmap_threshold_kib: int = 0
     """CPU runs on Linux: host allocations of at least this many KiB (e.g. 128) get their own mappings,
-    returned to the OS when freed (``algos.engine.limit_heap_slack``): lower peak memory, slower CPU
+    returned to the OS when freed (``algos.training.memory.limit_heap_slack``): lower peak memory, slower CPU
     updates (page faults). 0 (default) keeps glibc's behaviour, which reuses freed memory without
     giving it back."""
 
@@ -300,7 +300,7 @@ def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
 
     Cheap: builds the dataclasses and the env once (which checks ``env.kwargs``), loads no model.
     """
-    import envs  # local: keeps `algos.schema` importable without the env package's registrations
+    import envs  # local: keeps `algos.training.schema` importable without the env package's registrations
 
     config = cfg if isinstance(cfg, TurnRLConfig) else OmegaConf.to_object(cfg)
     if not isinstance(config, TurnRLConfig):

@@ -1,0 +1,80 @@
+"""Fixed-seed tiny-model training runs whose metrics pin the trainer's behaviour across refactors.
+
+``python tests/golden_run.py OUT.json`` writes ``{name: [per-step metrics]}`` for each run in
+``GOLDEN_RUNS``; ``tests/test_golden_metrics.py`` reruns them and compares with the committed
+``tests/fixtures/golden_metrics.json`` (made before the architecture move, at commit 10c14c8).
+Timing and memory figures are left out: they are not behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GOLDEN_RUNS``; ``tests/test_golden_metrics.py`` reruns them and compares with the committed
+``tests/fixtures/golden_metrics.json`` (made before the architecture move, at commit 10c14c8).
+Timing and memory figures are left out: they are not behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+COMMON = [
+    "logger=console",
+    "logger.progress_bar=false",
+    "actor_rollout_ref.model.path=tiny-random",
+    "actor_rollout_ref.rollout.name=hf",
+    "actor_rollout_ref.rollout.response_length=8",
+    "es_manager.train.env_groups=2",
+    "es_manager.train.group_size=4",
+    "es_manager.val.env_groups=2",
+    "actor_rollout_ref.actor.ppo_epochs=2",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=4",  # 8 episodes: 2 mini-batches per epoch
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",  # 2 micro-batches per mini-batch
+    "actor_rollout_ref.actor.lr=1e-3",
+    "trainer.total_training_steps=3",
+    "trainer.test_freq=3",
+    "format_warmup.steps=0",
+]
+GOLDEN_RUNS = {
+    "sokoban_drgrpo_soft": ["env=sokoban", "algo=drgrpo_soft", "agent_proxy.max_turn=2"],
+    "bandit_grpo_kl": ["env=bandit", "algo=grpo", "actor_rollout_ref.actor.use_kl_loss=true"],
+}
+
+
+def is_behaviour(key: str) -> bool:
+    return not key.startswith("timing/") and "seconds" not in key
+
+
+def run(name: str, compose_config, validate, train) -> list[dict[str, float]]:
+    torch.set_num_threads(1)
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(config_name="config", overrides=[*COMMON, *GOLDEN_RUNS[name]])
+    config = validate(cfg)
+    with tempfile.TemporaryDirectory() as run_dir:
+        train(config, Path(run_dir))
+        rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in row.items() if is_behaviour(key)} for row in rows]
+
+
+if __name__ == "__main__":
+    from algos.training.schema import register_schema, validate  # the pre-move paths
+    from algos.training.trainer import train
+
+    register_schema()
+    out = {name: run(name, None, validate, train) for name in GOLDEN_RUNS}
+    Path(sys.argv[1]).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
