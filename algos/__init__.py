@@ -7,10 +7,19 @@ separately, as it pulls in the model stack).
 from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig
 from algos.estimators import ESTIMATORS, compute_advantages, register_estimator
 from algos.filtering import filter_groups
-from algos.losses import aggregate_loss, entropy_from_logits, kl_penalty, policy_loss
+from algos.losses import (
+    POLICY_LOSSES,
+    aggregate_loss,
+    entropy_from_logits,
+    kl_penalty,
+    loss_normaliser,
+    policy_loss,
+    register_policy_loss,
+)
 
 __all__ = [
     "ESTIMATORS",
+    "POLICY_LOSSES",
     "ActorConfig",
     "AlgorithmConfig",
     "RolloutFilterConfig",
@@ -19,6 +28,8 @@ __all__ = [
     "entropy_from_logits",
     "filter_groups",
     "kl_penalty",
+    "loss_normaliser",
     "policy_loss",
     "register_estimator",
+    "register_policy_loss",
 ]

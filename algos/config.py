@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from algos.estimators import ESTIMATORS, estimator_options
 from algos.filtering import check_filter_options
-from algos.losses import KL_KINDS, LOSS_AGG_MODES
+from algos.losses import KL_KINDS, LOSS_AGG_MODES, POLICY_LOSSES
 
 
 def require(condition: bool, key: str, value: object, allowed: str) -> None:
@@ -58,6 +58,8 @@ class AlgorithmConfig:
 class ActorConfig:
     """``actor_rollout_ref.actor.*``: policy loss, KL loss and optimisation (verl/RAGEN names)."""
 
+    policy_loss: str = "vanilla"
+    """Registered policy loss (``algos.POLICY_LOSSES``): vanilla = PPO clip with clip-higher and dual clip."""
     loss_agg_mode: str = "token-mean"
     """token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm."""
     use_kl_loss: bool = False
@@ -76,10 +78,10 @@ class ActorConfig:
     """Entropy bonus weight, >= 0."""
     ppo_epochs: int = 1
     """Passes over each rollout batch, >= 1."""
-    ppo_mini_batch_size: int = 32
-    """Episodes per optimizer step, >= 1 (a smaller batch is one mini-batch)."""
-    lr: float = 1e-6
-    """Adam learning rate, > 0 (RAGEN's 3B value; small CPU models want larger)."""
+    ppo_mini_batch_size: int = 16
+    """Episodes per optimizer step, >= 1 (a smaller batch is one mini-batch; RAGEN's GPU runs use 32)."""
+    lr: float = 1e-5
+    """AdamW learning rate, > 0 (the CPU default for a 135M model; RAGEN's 3B runs use 1e-6)."""
     lr_warmup_steps: int = 0
     """Linear warmup length in optimizer steps, >= 0."""
     grad_clip: float = 1.0
@@ -89,6 +91,7 @@ class ActorConfig:
 
     def __post_init__(self) -> None:
         key = "actor_rollout_ref.actor."
+        require(self.policy_loss in POLICY_LOSSES, key + "policy_loss", self.policy_loss, str(sorted(POLICY_LOSSES)))
         require(
             self.loss_agg_mode in LOSS_AGG_MODES,
             key + "loss_agg_mode",

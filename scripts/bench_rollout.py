@@ -122,7 +122,7 @@ def measure(
     backend.generate([warmup], SamplingParams(temperature=0.0, max_new_tokens=4))
 
     start = time.perf_counter()
-    batch = engine.rollout(step=0, params=params)
+    batch = engine.rollout(step=1, params=params)
     rollout_seconds = time.perf_counter() - start
 
     if name == "vllm":
@@ -227,11 +227,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model_and_tokenizer(str(default_model_dir()), dtype=args.hf_dtype)
     model.eval()
-    config = AgentConfig(
+    config = AgentConfig.of(
         env=args.env,
         env_groups=args.env_groups,
         group_size=args.group_size,
-        max_turns=args.max_turns,
+        max_turn=args.max_turns,
         max_model_len=args.max_model_len,
         show_progress=False,
     )

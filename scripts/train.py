@@ -1,7 +1,8 @@
 """Train an LLM agent on a text game: ``python scripts/train.py env=sokoban algo=drgrpo_soft``.
 
-Hydra entry point over ``conf/`` (``--help`` lists the groups and keys; ``-m`` sweeps, e.g.
-``-m algo=grpo,drgrpo,drgrpo_soft``). The config is validated before any model loads.
+Hydra entry point over ``conf/``: ``--help`` lists every key with its type, default and meaning (from
+the schema dataclasses), then the config groups; ``-m`` sweeps, e.g. ``-m algo=grpo,drgrpo,drgrpo_soft``.
+The config is validated before any model loads.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from algos.training.schema import register_schema, validate  # noqa: E402
+from algos.training.config_help import help_text
+from algos.training.schema import TurnRLConfig, register_schema, validate
 
 register_schema()
 
@@ -36,4 +36,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        print("TurnRL training run. Override any key as key=value (e.g. actor_rollout_ref.actor.lr=1e-5).\n")
+        print("== Keys (type = default) ==")
+        print(help_text(TurnRLConfig) + "\n")
     main()

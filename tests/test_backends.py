@@ -6,13 +6,8 @@ import pytest
 import torch
 
 from agents.backends import HFBackend, SamplingParams, make_backend
-from agents.backends.base import (
-    cpu_has_native_bf16,
-    default_vllm_dtype,
-    resolve_caps,
-    trim_completion,
-    vllm_is_faster_here,
-)
+from agents.backends.base import resolve_caps, trim_completion
+from agents.backends.hardware import cpu_has_native_bf16, default_vllm_dtype, vllm_is_faster_here
 from agents.model import build_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -121,6 +121,9 @@ class HFBackend:
         if model is not self.model:
             self.model.load_state_dict(model.state_dict())
 
+    def close(self) -> None:
+        """Nothing to free: the model belongs to the caller and no cache outlives ``generate``."""
+
 
 class _StopStrings(StoppingCriteria):
     """Marks a row done once the text of its newest generated tokens contains a stop string.
