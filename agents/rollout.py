@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 
 import envs
 from agents.backends.base import Backend, SamplingParams
-from agents.config import AgentConfig
+from agents.config import AgentConfig, AgentProxyConfig
 from agents.parsing import parse_reply
 from agents.prompts import (
     SYSTEM_PROMPT,
@@ -129,6 +129,51 @@ def opening(
     first_user = intro_message(env.instructions, env.action_names, min(proxy.max_actions_per_turn, budget))
     first_user += turn_message(1, observation, budget, proxy.enable_think, max_new_tokens)
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": first_user}], observation
+
+
+@dataclass
+class TurnOutcome:
+    """What one reply did in its env (see :func:`act`)."""
+
+    think: str
+    actions: list[int]
+    """The reply's valid actions in order, including any the action budget left unexecuted."""
+    bad_format: bool
+    """A missing/malformed answer or an invalid action: the turn pays ``format_penalty``."""
+    env_reward: float = 0.0
+    executed: int = 0
+    env_done: bool = False
+    """The env terminated or truncated."""
+    observation: str = ""
+    """The observation after the last executed action (empty when none ran)."""
+    success: bool = False
+    """``info["success"]`` after the last executed action."""
+
+
+def act(
+    env: envs.TextEnv,
+    reply: str,
+    proxy: AgentProxyConfig,
+    actions_left: int,
+    on_step: Callable[[envs.TextEnv], None] | None = None,
+) -> TurnOutcome:
+    """Play the reply text ``reply`` (prefill included) in ``env``: its valid actions in order, at most
+    ``actions_left``, stopping when the env terminates or truncates; ``on_step(env)`` runs after each."""
+    parsed = parse_reply(reply, proxy.enable_think, proxy.max_actions_per_turn)
+    actions = [env.parse_action(action_text) for action_text in parsed.action_texts]
+    valid = [action for action in actions if action is not None]
+    outcome = TurnOutcome(parsed.think, valid, not parsed.format_ok or len(valid) < len(actions))
+    for action in valid[:actions_left]:
+        outcome.observation, reward, terminated, truncated, info = env.step(action)
+        outcome.env_reward += float(reward)
+        outcome.executed += 1
+        outcome.success = bool(info.get("success", False))
+        if on_step is not None:
+            on_step(env)
+        if terminated or truncated:
+            outcome.env_done = True
+            break
+    return outcome
 
 
 class RolloutEngine:
@@ -240,24 +285,15 @@ class RolloutEngine:
         episode.reply_ended_with_eos = bool(reply) and reply[-1] in self.chat.eos_token_ids
         text = self.prefill + self.tokenizer.decode(reply, skip_special_tokens=True)
         episode.messages.append({"role": "assistant", "content": text})
-        parsed = parse_reply(text, self.proxy.enable_think, self.proxy.max_actions_per_turn)
-        actions = [episode.env.parse_action(action_text) for action_text in parsed.action_texts]
-        valid = [action for action in actions if action is not None]
-        bad_format = not parsed.format_ok or len(valid) < len(actions)
-        episode.format_errors += bad_format
-        turn_reward, env_done = 0.0, False
-        for action in valid[: episode.actions_left]:
-            episode.observation, reward, terminated, truncated, info = episode.env.step(action)
-            turn_reward += float(reward)
-            episode.actions_left -= 1
-            episode.success = bool(info.get("success", False))
-            if terminated or truncated:
-                env_done = True
-                break
-        episode.reward += turn_reward + (self.config.es_manager.format_penalty if bad_format else 0.0)
-        episode.last_turn_reward = turn_reward
+        outcome = act(episode.env, text, self.proxy, episode.actions_left)
+        episode.format_errors += outcome.bad_format
+        episode.actions_left -= outcome.executed
+        if outcome.executed:
+            episode.observation, episode.success = outcome.observation, outcome.success
+        episode.reward += outcome.env_reward + (self.config.es_manager.format_penalty if outcome.bad_format else 0.0)
+        episode.last_turn_reward = outcome.env_reward
         episode.num_turns = turn
-        if env_done or episode.actions_left <= 0 or turn == self.proxy.max_turn:
+        if outcome.env_done or episode.actions_left <= 0 or turn == self.proxy.max_turn:
             episode.done = True
         elif len(episode.token_ids) >= self.config.max_model_len:
             episode.done = episode.truncated = True

@@ -1,8 +1,8 @@
 """Checkpoints: DeepSpeed state + trainer state, written atomically, the newest N kept; reading a
 checkpoint's policy weights back.
 
-Layout: ``<ckpt_dir>/global_step_<k>/`` holding DeepSpeed's files (tag ``model``: weights, optimizer,
-LR schedule) and ``trainer_state.pt`` (step, RNG states, logger state). A checkpoint is written into
+Layout (``algos.training.layout``): ``<ckpt_dir>/global_step_<k>/`` holding DeepSpeed's files (tag
+``model``: weights, optimizer, LR schedule) and ``trainer_state.pt`` (step, RNG states, logger state). A checkpoint is written into
 ``.tmp-global_step_<k>`` and renamed into place when complete, so a folder named ``global_step_<k>``
 is always complete; leftovers of a killed save are removed.
 """
@@ -10,18 +10,17 @@ is always complete; leftovers of a killed save are removed.
 from __future__ import annotations
 
 import random
-import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from deepspeed.runtime.engine import DeepSpeedEngine
 
-CHECKPOINT_PATTERN = re.compile(r"^global_step_(\d+)$")
-TRAINER_STATE_FILE = "trainer_state.pt"
-DEEPSPEED_TAG = "model"
+from algos.training.layout import DEEPSPEED_TAG, TRAINER_STATE_FILE, checkpoints
+
+if TYPE_CHECKING:  # reading a checkpoint's weights (evaluation) must not import DeepSpeed
+    from deepspeed.runtime.engine import DeepSpeedEngine
 
 
 def rng_state() -> dict[str, Any]:
@@ -48,24 +47,6 @@ def is_main_process() -> bool:
 def barrier() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
-
-
-def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in ``ckpt_dir`` as (step, path), oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = []
-    for path in ckpt_dir.iterdir():
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match and (path / TRAINER_STATE_FILE).is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
-    found = checkpoints(ckpt_dir)
-    return found[-1][1] if found else None
 
 
 def save_checkpoint(

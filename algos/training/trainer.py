@@ -44,11 +44,12 @@ from agents.prompts import pad_token_id
 from agents.rollout import RolloutBatch, RolloutEngine
 from algos import compute_advantages, filter_groups
 from algos.training.actor import sequence_log_probs, update_policy
-from algos.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from algos.training.checkpoint import load_checkpoint, save_checkpoint
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
 from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
 from algos.training.format_warmup import format_warmup
+from algos.training.layout import latest_checkpoint
 from algos.training.memory import limit_heap_slack, peak_rss_gib
 from algos.training.policy import load_policy
 from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig, advantage_options
