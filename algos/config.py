@@ -26,7 +26,8 @@ class AlgorithmConfig:
     """``algorithm.*``: which advantage estimator and its options."""
 
     adv_estimator: str = "grpo"
-    """Registered estimator name: grpo, sr_grpo, rloo, reinforce_plus_plus (see ``algos.ESTIMATORS``)."""
+    """Registered estimator name: grpo, sr_grpo, rloo, reinforce_plus_plus, reinforce_plus_plus_baseline
+    (see ``algos.ESTIMATORS``)."""
     norm_adv_by_std_in_grpo: bool = True
     """grpo: divide by the in-group std (GRPO); false is Dr. GRPO."""
     soft_advantage_reweight: bool = False

@@ -58,6 +58,7 @@ def test_defaults():
         ("sr_grpo", "sr_grpo", True, False, "seq-mean-token-mean", True),
         ("rloo", "rloo", True, False, "token-mean", False),
         ("reinforce_plus_plus", "reinforce_plus_plus", True, False, "token-mean", False),
+        ("reinforce_plus_plus_baseline", "reinforce_plus_plus_baseline", True, False, "token-mean", False),
     ],
 )
 def test_algo_yaml_sets_the_seed_table(name, estimator, norm, soft, agg, use_kl):
@@ -85,6 +86,7 @@ def test_every_algo_yaml_is_tested():
         "sr_grpo",
         "rloo",
         "reinforce_plus_plus",
+        "reinforce_plus_plus_baseline",
     }
 
 

@@ -83,7 +83,10 @@ def test_schema_rejects_bad_values_naming_key_and_allowed_values():
         validate(compose_config([*TINY_RUN, "trainer.resume=sometimes"]))
     with pytest.raises(ValueError, match=r"env\.kwargs for 'bandit'.*no_such_option"):
         validate(compose_config([*TINY_RUN, "+env.kwargs.no_such_option=3"]))
-    with pytest.raises(ValueError, match=r"group_size.*got group_size=1"):
+
+
+def test_schema_accepts_groups_of_one_with_verls_warning():
+    with pytest.warns(UserWarning, match="group_size=1: no in-group baseline"):
         validate(compose_config([*TINY_RUN, "es_manager.train.group_size=1"]))
 
 

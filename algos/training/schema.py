@@ -313,7 +313,7 @@ def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
     except ValueError as error:
         raise ValueError(f"env.kwargs for {config.env.name!r}: {error}") from None
     groups = config.es_manager.train
-    try:  # a dry run on zero rewards checks the estimator against the group shape (e.g. group_size >= 2)
+    try:  # a dry run on zero rewards checks the estimator and its options on the group shape
         compute_advantages(torch.zeros(groups.env_groups, groups.group_size), **advantage_options(config))
     except ValueError as error:
         raise ValueError(f"algorithm / es_manager.train: {error}") from None
