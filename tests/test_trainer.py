@@ -85,6 +85,14 @@ def test_schema_rejects_bad_values_naming_key_and_allowed_values():
         validate(compose_config([*TINY_RUN, "+env.kwargs.no_such_option=3"]))
 
 
+def test_schema_refuses_filter_options_the_trainer_does_not_compute_yet():
+    rollout = "actor_rollout_ref.rollout."
+    with pytest.raises(ValueError, match=r"rollout_filter_metric='entropy' is invalid; allowed: reward_std"):
+        validate(compose_config([*TINY_RUN, rollout + "rollout_filter_metric=entropy"]))
+    with pytest.raises(ValueError, match=r"rollout_filter_max_rerolls=2 is invalid; allowed: 0 \(re-rolls"):
+        validate(compose_config([*TINY_RUN, rollout + "rollout_filter_max_rerolls=2"]))
+
+
 def test_schema_accepts_groups_of_one_with_verls_warning():
     with pytest.warns(UserWarning, match="group_size=1: no in-group baseline"):
         validate(compose_config([*TINY_RUN, "es_manager.train.group_size=1"]))

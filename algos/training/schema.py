@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from algos import compute_advantages
 from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig, require
+from algos.filtering import canonical_metric
 
 TINY_RANDOM_MODEL = "tiny-random"
 """``actor_rollout_ref.model.path`` value that builds a random 2-layer model (tests, smoke runs)."""
@@ -102,6 +103,11 @@ class RolloutConfig(RolloutFilterConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         key = "actor_rollout_ref.rollout."
+        require(canonical_metric(self.rollout_filter_metric) not in ("entropy", "entropy_std"),
+                key + "rollout_filter_metric", self.rollout_filter_metric,
+                "reward_std, reward, reward_sum or length (the trainer computes entropies after filtering)")
+        require(self.rollout_filter_max_rerolls == 0, key + "rollout_filter_max_rerolls",
+                self.rollout_filter_max_rerolls, "0 (re-rolls need fresh levels per attempt: not wired yet)")
         require(self.name in BACKEND_CHOICES, key + "name", self.name, str(list(BACKEND_CHOICES)))
         require(self.temperature > 0, key + "temperature", self.temperature, "> 0")
         require(0 < self.top_p <= 1, key + "top_p", self.top_p, "(0, 1]")

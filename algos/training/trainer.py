@@ -45,6 +45,7 @@ from algos import (
     aggregate_loss,
     compute_advantages,
     filter_groups,
+    group_scores,
     kl_penalty,
     policy_loss,
 )
@@ -258,9 +259,12 @@ class Trainer:
         groups = self.config.es_manager.train
         rewards = batch.episode_reward.view(groups.env_groups, groups.group_size)
         flt = self.rollout_cfg
+        scores = group_scores(flt.rollout_filter_metric, rewards,
+                              lengths=batch.loss_mask.sum(dim=1).view_as(rewards))
         kept, filter_metrics = filter_groups(
             rewards, flt.rollout_filter_strategy, value=flt.rollout_filter_value,
             filter_type=flt.rollout_filter_type, include_zero=flt.rollout_filter_include_zero,
+            scores=scores, top_p_prob_mode=flt.rollout_filter_top_p_prob_mode,
         )
         advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
         metrics |= filter_metrics | adv_metrics
