@@ -50,7 +50,7 @@ from algos import (
 )
 from algos.training.checkpoint import (
     latest_checkpoint,
-    load_checkpoint,
+    resume_checkpoint,
     save_checkpoint,
 )
 from algos.training.data_parallel import (
@@ -419,14 +419,14 @@ class Trainer:
                                keep=self.config.trainer.max_ckpt_to_keep)
 
     def resume(self) -> dict[str, Any]:
-        """With ``trainer.resume=auto``, load the newest complete checkpoint; return its trainer state."""
+        """With ``trainer.resume=auto``, load the newest checkpoint that verifies; return its trainer state."""
         if self.config.trainer.resume != "auto":
             return {}
-        path = latest_checkpoint(self.ckpt_dir)
-        if path is None:
+        resumed = resume_checkpoint(self.engine, self.ckpt_dir)
+        if resumed is None:
             print(f"trainer.resume=auto: no checkpoint in {self.ckpt_dir}, starting from step 0")
             return {}
-        state = load_checkpoint(self.engine, path)
+        path, state = resumed
         self.step = int(state["step"])
         self.sync_backend()
         print(f"resumed from {path} (step {self.step})")
