@@ -87,7 +87,10 @@ def verify_manifest(folder: Path) -> None:
 
 
 def _refusal(path: Any, error: pickle.UnpicklingError) -> CheckpointError:
-    reason = str(error).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0]
+    """The error for a file the weights-only unpickler refused; the reason is torch's line naming the global
+    (its wording varies between torch versions), else its first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or ["unpickling failed"]
+    reason = next((line for line in lines if "GLOBAL" in line or "WeightsUnpickler error" in line), lines[0])
     return CheckpointError(f"refused to unpickle {path}: {reason}. A TurnRL checkpoint holds only tensors and "
                            "plain types; this file asks to build or call something else (possibly planted "
                            "code), so nothing of it was loaded")
