@@ -26,7 +26,7 @@ from algos.training.checkpoint import (
     save_checkpoint,
 )
 from algos.training.checkpoint_files import CheckpointError, verify_manifest, write_manifest
-from algos.training.engine import build_engine
+from algos.training.engine import build_engine, full_parameters
 from algos.training.schema import TrainerActorConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -83,6 +83,29 @@ def test_trainer_state_is_plain_data_and_restores_every_rng(tmp_path):
     assert weights(engine) == [0.5] * 8
     # the file itself loads with plain weights_only=True, no allow-list needed
     assert torch.load(path / "trainer_state.pt", weights_only=True)["step"] == 1
+
+
+def train_step(engine) -> list[float]:
+    """One AdamW step on a fixed batch; the weights after it (gathered under ZeRO-3)."""
+    loss = engine(torch.ones(2, 3)).square().sum()
+    engine.backward(loss)
+    engine.step()
+    with full_parameters(engine) as module:
+        return torch.cat([p.detach().flatten() for p in module.parameters()]).tolist()
+
+
+@pytest.mark.parametrize("zero_stage", [0, 1, 3])
+def test_resume_restores_weights_and_optimizer_state_under_weights_only_loading(tmp_path, zero_stage):
+    """Save after one step, take a second; resumed, the second step gives the same weights again, which
+    needs the weights and the Adam moments back (a fresh Adam would take a different second step)."""
+    torch.manual_seed(0)
+    engine = build_engine(torch.nn.Linear(3, 2), TrainerActorConfig(lr=0.1, zero_stage=zero_stage))
+    first = train_step(engine)
+    save_checkpoint(engine, tmp_path, 1, {}, keep=1)
+    second = train_step(engine)
+    assert second != first
+    resume_checkpoint(engine, tmp_path)
+    assert train_step(engine) == second
 
 
 @pytest.mark.parametrize("planted", ["trainer_state.pt", MODEL_STATES, OPTIM_STATES])
