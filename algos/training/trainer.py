@@ -44,7 +44,7 @@ from agents.prompts import pad_token_id
 from agents.rollout import RolloutBatch, RolloutEngine
 from algos import compute_advantages, filter_groups, group_scores
 from algos.training.actor import sequence_log_probs, update_policy
-from algos.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from algos.training.checkpoint import latest_checkpoint, resume_checkpoint, save_checkpoint
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
 from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
@@ -144,9 +144,8 @@ class Trainer:
         return RolloutEngine(self.config.agent_config(), self.tokenizer, backend)
 
     def resume(self) -> dict[str, Any]:
-        """Load the newest complete checkpoint; return its trainer state."""
-        path = latest_checkpoint(self.ckpt_dir)
-        state = load_checkpoint(self.engine, path)
+        """Load the newest checkpoint that verifies against its manifest; return its trainer state."""
+        path, state = resume_checkpoint(self.engine, self.ckpt_dir)
         self.step = int(state["step"])
         self.policy_version += 1
         print(f"resumed from {path} (step {self.step})")
