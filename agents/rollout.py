@@ -19,6 +19,7 @@ no room for the next env message or reply.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -176,6 +177,22 @@ def act(
     return outcome
 
 
+def checked_replies(backend: Backend, replies: list[list[int]], caps: list[int], vocab_size: int) -> list[list[int]]:
+    """``replies`` if the backend kept its contract: one reply per prompt, reply ``i`` at most ``caps[i]``
+    ids, every id an int in ``[0, vocab_size)``; else ValueError naming the backend class and the bad value."""
+    name = type(backend).__name__
+    if len(replies) != len(caps):
+        raise ValueError(f"{name}.generate returned {len(replies)} replies for {len(caps)} prompts")
+    for i, (reply, cap) in enumerate(zip(replies, caps, strict=True)):
+        if len(reply) > cap:
+            raise ValueError(f"{name}.generate returned {len(reply)} ids for prompt {i}; allowed: at most its cap {cap}")
+        bad = [t for t in reply if not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size]
+        if bad:
+            raise ValueError(f"{name}.generate returned token id {bad[0]!r} for prompt {i}; "
+                             f"allowed: ints in [0, {vocab_size}) (the tokenizer's vocabulary)")
+    return replies
+
+
 class RolloutEngine:
     """Plays batches of episodes with a backend; ``rollout(step)`` for training, ``validate()`` held out."""
 
@@ -241,9 +258,9 @@ class RolloutEngine:
                 if not active:
                     break
                 caps = [min(params.max_new_tokens, self.config.max_model_len - len(e.token_ids)) for e in active]
-                replies = self.backend.generate(
+                replies = checked_replies(self.backend, self.backend.generate(
                     [episode.token_ids for episode in active], self._turn_params(params, sampling_key, turn), caps
-                )
+                ), caps, len(self.tokenizer))
                 for episode, reply in zip(active, replies, strict=True):
                     self._play_turn(episode, reply, turn)
                 bar.set_postfix(active=len(active))

@@ -3,10 +3,13 @@
 Hydra entry point over ``conf/``: ``--help`` lists every key with its type, default and meaning (from
 the schema dataclasses), then the config groups; ``-m`` sweeps, e.g. ``-m algo=grpo,drgrpo,drgrpo_soft``.
 The config is validated before any model loads.
+Exit status: 0 when the run finished, 128 + the signal number (143 for SIGTERM, 130 for Ctrl-C) when a
+signal stopped it after its checkpoint.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -26,13 +29,19 @@ def main(cfg: DictConfig) -> None:
         config = validate(cfg)
     except ValueError as error:
         sys.exit(f"Invalid config: {error}")
-    from algos.training.trainer import train  # after validation: imports the model stack
+    from algos.training.checkpoint_files import CheckpointError  # after validation: imports the model stack
+    from algos.training.trainer import train
 
     hydra_config = HydraConfig.get()
     choices = hydra_config.runtime.choices
     config.trainer.experiment_name = config.trainer.experiment_name or f"{choices['env']}-{choices['algo']}"
     run_dir = Path(hydra_config.runtime.output_dir)
-    train(config, run_dir, run_config=OmegaConf.to_container(cfg, resolve=True))
+    try:
+        result = train(config, run_dir, run_config=OmegaConf.to_container(cfg, resolve=True))
+    except CheckpointError as error:
+        sys.exit(f"Checkpoint error: {error}")
+    if result["stopped_by"]:  # checkpointed, but not finished: a scheduler must tell it from a finished run
+        sys.exit(128 + signal.Signals[result["stopped_by"]].value)
 
 
 if __name__ == "__main__":

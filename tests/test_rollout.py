@@ -230,3 +230,29 @@ def test_select_keeps_whole_groups_in_order(tokenizer):
 def test_agent_config_rejects_bad_values(tokenizer, kwargs, key):
     with pytest.raises(ValueError, match=key):
         engine(tokenizer, None, **kwargs)
+
+
+class OutOfContractBackend:
+    """Test double that answers every prompt with the same ``reply``, whatever the cap."""
+
+    def __init__(self, reply):
+        self.reply = reply
+
+    def generate(self, prompts, params, max_new_tokens=None):
+        return [list(self.reply) for _ in prompts]
+
+    def update_weights(self, model):
+        pass
+
+
+@pytest.mark.parametrize("case", ["negative", "out_of_vocab", "not_an_int", "over_the_cap"])
+def test_replies_outside_the_backend_contract_are_rejected_naming_backend_and_value(tokenizer, case):
+    vocab = len(tokenizer)
+    reply, message = {
+        "negative": ([5, -3], rf"token id -3 for prompt 0; allowed: ints in \[0, {vocab}\)"),
+        "out_of_vocab": ([7, vocab], rf"token id {vocab} for prompt 0; allowed: ints in \[0, {vocab}\)"),
+        "not_an_int": ([1.5], r"token id 1\.5 for prompt 0"),
+        "over_the_cap": ([9] * 9, r"9 ids for prompt 0; allowed: at most its cap 8"),  # GREEDY caps 8
+    }[case]
+    with pytest.raises(ValueError, match=r"OutOfContractBackend\.generate returned " + message):
+        engine(tokenizer, OutOfContractBackend(reply), env="bandit").rollout(1, GREEDY)

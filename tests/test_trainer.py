@@ -78,7 +78,31 @@ def test_schema_rejects_bad_values_naming_key_and_allowed_values():
         validate(compose_config([*TINY_RUN, "trainer.resume=sometimes"]))
     with pytest.raises(ValueError, match=r"env\.kwargs for 'bandit'.*no_such_option"):
         validate(compose_config([*TINY_RUN, "+env.kwargs.no_such_option=3"]))
-    with pytest.raises(ValueError, match=r"group_size.*got group_size=1"):
+
+
+def test_schema_refuses_filter_options_the_trainer_does_not_compute_yet():
+    rollout = "actor_rollout_ref.rollout."
+    with pytest.raises(ValueError, match=r"rollout_filter_metric='entropy' is invalid; allowed: reward_std"):
+        validate(compose_config([*TINY_RUN, rollout + "rollout_filter_metric=entropy"]))
+    with pytest.raises(ValueError, match=r"rollout_filter_max_rerolls=2 is invalid; allowed: 0 \(re-rolls"):
+        validate(compose_config([*TINY_RUN, rollout + "rollout_filter_max_rerolls=2"]))
+
+
+@pytest.mark.parametrize(
+    ("env", "kwargs"),
+    [
+        ("coord_sokoban", {"observation_format": "grid_coord", "dim_room": [6, 6], "num_boxes": 1}),
+        ("coord_frozenlake", {"observation_format": "grid_coord", "success_rate": 1.0}),
+        ("bandit_test", {"name_split": "test"}),
+    ],
+)
+def test_ragen_env_variants_compose_and_build(env, kwargs):
+    config = validate(compose_config([*(o for o in TINY_RUN if not o.startswith("env=")), f"env={env}"]))
+    assert {key: config.env.kwargs[key] for key in kwargs} == kwargs
+
+
+def test_schema_accepts_groups_of_one_with_verls_warning():
+    with pytest.warns(UserWarning, match="group_size=1: no in-group baseline"):
         validate(compose_config([*TINY_RUN, "es_manager.train.group_size=1"]))
 
 

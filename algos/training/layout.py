@@ -4,7 +4,8 @@ Reading this needs neither DeepSpeed nor torch, so evaluation tools can find a r
 importing the training stack. Layout of a run dir::
 
     checkpoints/global_step_<k>/model/...             DeepSpeed's files (tag ``model``)
-    checkpoints/global_step_<k>/trainer_state.pt      present once the checkpoint is complete
+    checkpoints/global_step_<k>/trainer_state.pt      step, RNG and logger state
+    checkpoints/global_step_<k>/manifest.json         sha256 of every file, written last
     hf_model/                                         save_pretrained folder of the final policy
     hf_model/turnrl_export.json                       {"step": k}, written last
 """
@@ -23,7 +24,8 @@ EXPORT_INFO_FILE = "turnrl_export.json"
 
 
 def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in ``ckpt_dir`` as (step, path), oldest first."""
+    """Complete checkpoints in ``ckpt_dir`` (a ``global_step_<k>`` with its trainer state) as (step, path),
+    oldest first."""
     if not ckpt_dir.is_dir():
         return []
     found = []
@@ -51,3 +53,19 @@ def exported_model(path: Path) -> Path | None:
 def export_step(export: Path) -> int:
     """The training step an ``hf_model`` export holds."""
     return int(json.loads((Path(export) / EXPORT_INFO_FILE).read_text())["step"])
+
+
+def hf_model_location(model: str | None) -> str | None:
+    """A model argument as ``agents.model.load_model_and_tokenizer`` takes it: a TurnRL run dir becomes its
+    ``hf_model`` export; a checkpoint or run dir without one is refused (ValueError); anything else (None,
+    a model folder, a hub name) passes through."""
+    if model is None:
+        return None
+    export = exported_model(Path(model))
+    if export is not None:
+        return str(export)
+    path = Path(model)
+    if (path / TRAINER_STATE_FILE).is_file() or (path / ".hydra").is_dir():
+        raise ValueError(f"{model} is a TurnRL checkpoint or run dir without an hf_model export; pass a run "
+                         "dir whose training finished (scripts/train.py writes <run dir>/hf_model at the end)")
+    return model

@@ -2,8 +2,7 @@
 
 Evaluation loads a trained run's policy: ``find_weights`` picks a run's ``hf_model`` export or its newest
 checkpoint, the run's Hydra overrides (``.hydra/overrides.yaml``) rebuild the same model and agent
-settings, and ``policy_engine`` plays the policy on any env through the rollout engine. Nothing here
-imports DeepSpeed.
+settings, and ``policy_engine`` plays the policy on any env through the rollout engine.
 """
 
 from __future__ import annotations
@@ -120,17 +119,3 @@ def policy_engine(policy: Policy, env: str) -> tuple[RolloutEngine, TurnRLConfig
     backend.update_weights(policy.model)
     return RolloutEngine(config.agent_config(), policy.tokenizer, backend), config
 
-
-def hf_model_location(model: str | None) -> str | None:
-    """A model argument as ``load_model_and_tokenizer`` takes it: a TurnRL run dir becomes its ``hf_model``
-    export; a checkpoint or run dir without one is refused (ValueError); anything else passes through."""
-    if model is None:
-        return None
-    export = exported_model(Path(model))
-    if export is not None:
-        return str(export)
-    path = Path(model)
-    if (path / TRAINER_STATE_FILE).is_file() or (path / ".hydra").is_dir():
-        raise ValueError(f"{model} is a TurnRL checkpoint or run dir without an hf_model export; pass a run "
-                         "dir whose training finished (scripts/train.py writes <run dir>/hf_model at the end)")
-    return model

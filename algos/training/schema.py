@@ -20,6 +20,7 @@ from agents.backends.factory import BACKEND_NAMES
 from agents.config import AgentConfig, AgentProxyConfig, EnvConfig, ESManagerConfig
 from algos import compute_advantages
 from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig, require
+from algos.filtering import canonical_metric
 
 TINY_RANDOM_MODEL = "tiny-random"
 """``actor_rollout_ref.model.path`` value that builds a random 2-layer model (tests, smoke runs)."""
@@ -97,6 +98,11 @@ class RolloutConfig(RolloutFilterConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         key = "actor_rollout_ref.rollout."
+        require(canonical_metric(self.rollout_filter_metric) not in ("entropy", "entropy_std"),
+                key + "rollout_filter_metric", self.rollout_filter_metric,
+                "reward_std, reward, reward_sum or length (the trainer computes entropies after filtering)")
+        require(self.rollout_filter_max_rerolls == 0, key + "rollout_filter_max_rerolls",
+                self.rollout_filter_max_rerolls, "0 (re-rolls need fresh levels per attempt: not wired yet)")
         require(self.name in BACKEND_NAMES, key + "name", self.name, str(list(BACKEND_NAMES)))
         require(self.temperature > 0, key + "temperature", self.temperature, "> 0")
         require(0 < self.top_p <= 1, key + "top_p", self.top_p, "(0, 1]")
@@ -276,7 +282,7 @@ def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
     except ValueError as error:
         raise ValueError(f"env.kwargs for {config.env.name!r}: {error}") from None
     groups = config.es_manager.train
-    try:  # a dry run on zero rewards checks the estimator against the group shape (e.g. group_size >= 2)
+    try:  # a dry run on zero rewards checks the estimator and its options on the group shape
         compute_advantages(torch.zeros(groups.env_groups, groups.group_size), **advantage_options(config))
     except ValueError as error:
         raise ValueError(f"algorithm / es_manager.train: {error}") from None

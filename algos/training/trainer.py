@@ -42,9 +42,9 @@ from agents.demonstrations import format_demonstrations
 from agents.model import resolve_model_location
 from agents.prompts import pad_token_id
 from agents.rollout import RolloutBatch, RolloutEngine
-from algos import compute_advantages, filter_groups
+from algos import compute_advantages, filter_groups, group_scores
 from algos.training.actor import sequence_log_probs, update_policy
-from algos.training.checkpoint import load_checkpoint, save_checkpoint
+from algos.training.checkpoint import resume_checkpoint, save_checkpoint
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
 from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
@@ -145,9 +145,8 @@ class Trainer:
         return RolloutEngine(self.config.agent_config(), self.tokenizer, backend)
 
     def resume(self) -> dict[str, Any]:
-        """Load the newest complete checkpoint; return its trainer state."""
-        path = latest_checkpoint(self.ckpt_dir)
-        state = load_checkpoint(self.engine, path)
+        """Load the newest checkpoint that verifies against its manifest; return its trainer state."""
+        path, state = resume_checkpoint(self.engine, self.ckpt_dir)
         self.step = int(state["step"])
         self.policy_version += 1
         print(f"resumed from {path} (step {self.step})")
@@ -164,9 +163,11 @@ class Trainer:
         groups = self.config.es_manager.train
         rewards = batch.episode_reward.view(groups.env_groups, groups.group_size)
         flt = self.rollout_cfg
+        scores = group_scores(flt.rollout_filter_metric, rewards, lengths=batch.loss_mask.sum(dim=1).view_as(rewards))
         kept, filter_metrics = filter_groups(rewards, flt.rollout_filter_strategy, value=flt.rollout_filter_value,
                                              filter_type=flt.rollout_filter_type,
-                                             include_zero=flt.rollout_filter_include_zero)
+                                             include_zero=flt.rollout_filter_include_zero, scores=scores,
+                                             top_p_prob_mode=flt.rollout_filter_top_p_prob_mode)
         advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
         update_batch = UpdateBatch.from_rollout(batch.select(kept), advantages.flatten())
 
