@@ -12,24 +12,18 @@ and peak RSS as a Markdown report::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
-from hydra import compose, initialize_config_dir
+from agents.backends.hardware import vllm_is_faster_here
+from algos.training.compose import compose_config
+from algos.training.memory import PeakRSS
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from agents.backends.hardware import vllm_is_faster_here  # noqa: E402
-from algos.training.schema import register_schema, validate  # noqa: E402
 
 BANDIT_RUN = [  # 4 levels x 8 pulls per step, answer-only replies, sampled validation every 10 steps
     "env=bandit",
@@ -56,10 +50,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. actor_rollout_ref.actor.lr=1e-5")
     args = parser.parse_args()
 
-    register_schema()
     overrides = [*BANDIT_RUN, f"algo={args.algo}", f"trainer.total_training_steps={args.steps}", *args.overrides]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        config = validate(compose(config_name="config", overrides=overrides))
+    config = compose_config(overrides)
     from algos.training.trainer import Trainer
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench_learning-"))
@@ -77,32 +69,6 @@ def main() -> None:
         {"overrides": overrides, "backend": backend, "wall_s": wall, "peak_rss_with_children_gib": sampler.peak_gib,
          "steps": rows}, indent=1))
     print(f"report: {args.out} (+ .json)")
-
-
-class PeakRSS:
-    """Samples the resident memory of this process plus its children (the vLLM engine) every
-    ``interval_s`` seconds; ``peak_gib`` is the largest sample so far."""
-
-    def __init__(self, interval_s: float = 1.0) -> None:
-        self.peak_gib = 0.0
-        self.interval_s = interval_s
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._done.wait(self.interval_s):
-            processes = [me, *me.children(recursive=True)]
-            total = 0
-            for process in processes:
-                with contextlib.suppress(psutil.Error):
-                    total += process.memory_info().rss
-            self.peak_gib = max(self.peak_gib, total / 2**30)
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
 
 
 def report(rows: list[dict], wall_s: float, overrides: list[str], run_dir: Path, peak_with_children: float,

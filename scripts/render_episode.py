@@ -57,12 +57,12 @@ def replay(env_name: str, env_kwargs: dict, seed: int, messages: list[dict[str, 
     first_frame = env.render()
     observations = [m["content"] for m in messages if m["role"] == "user"]
     replies = [m["content"] for m in messages if m["role"] == "assistant"]
-    turns, actions_left, success = [], max_actions_per_traj, False
+    turns, actions_left, success, frames = [], max_actions_per_traj, False, []
     for observation, reply in zip(observations, replies, strict=False):
-        frames: list[np.ndarray] = []
+        first = len(frames)
         outcome = act(env, reply, proxy, actions_left, on_step=lambda played: frames.append(played.render()))
         turns.append(Turn(observation, reply, outcome.think, [env.action_names[a] for a in outcome.actions],
-                          not outcome.bad_format, outcome.env_reward, frames))
+                          not outcome.bad_format, outcome.env_reward, frames[first:]))
         actions_left -= outcome.executed
         success = outcome.success if outcome.executed else success
         if outcome.env_done:

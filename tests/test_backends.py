@@ -129,7 +129,7 @@ def test_repeated_prompts_are_prefilled_once_and_generate_what_a_plain_batch_doe
     torch.manual_seed(params.seed)
     with torch.no_grad():
         plain = tiny.generate(input_ids=input_ids, attention_mask=attention_mask,
-                              generation_config=backend._generation_config(params, 6))
+                              generation_config=backend.generation_config(params, 6))
     assert shared == [row[:len(out)] for row, out in zip(plain[:, width:].tolist(), shared, strict=True)]
     assert all(len(out) == 6 or out[-1] in backend.eos_token_ids for out in shared)
 

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from algos.training.checkpoint import checkpoint_state_dict, resume_checkpoint, save_checkpoint
-from algos.training.layout import checkpoints, latest_checkpoint
 from algos.training.checkpoint_files import CheckpointError, verify_manifest, write_manifest
 from algos.training.engine import build_engine, full_parameters
+from algos.training.layout import checkpoints, latest_checkpoint
 from algos.training.schema import TrainerActorConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -19,7 +19,6 @@ from algos.training.engine import full_parameters
 from algos.training.layout import EXPORT_INFO_FILE, HF_MODEL_DIR
 
 
-
 def export_hf_model(
     engine: DeepSpeedEngine, tokenizer: PreTrainedTokenizerBase, run_dir: Path, step: int
 ) -> Path:
