@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from agents.backends import SamplingParams
-from algos.training.policy import EMBEDDED, Policy, load_eval_policy, policy_engine
-from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig
+from algos.training.policy import Policy, add_policy_arguments, load_eval_policy, policy_engine
+from algos.training.schema import TurnRLConfig
 
 MODES = ("greedy", "sampled")
 METRICS = {  # result key -> RolloutBatch.metrics key
@@ -78,17 +78,13 @@ def markdown_table(results: list[dict], description: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", type=Path, help="run dir, its hf_model/ or checkpoints/ dir, or a global_step_<k> dir")
-    source.add_argument("--model", help=f"base model: {EMBEDDED} (default), {TINY_RANDOM_MODEL}, a folder or hub name")
+    add_policy_arguments(parser)
     parser.add_argument("--envs", help="comma-separated envs (default: the run's env; all three for a base model)")
     parser.add_argument("--num-seeds", type=int, default=32, help="held-out levels per env (default 32)")
     parser.add_argument("--modes", default="greedy,sampled", help="greedy, sampled or both (default)")
     parser.add_argument("--samples", type=int, default=4, help="sampled episodes per level (default 4)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="Hydra override for the agent, e.g. agent_proxy.max_turn=5 (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="output path without suffix: writes .json and .md")
     args = parser.parse_args(argv)
     try:

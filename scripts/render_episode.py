@@ -26,7 +26,7 @@ import envs
 from agents.backends import SamplingParams
 from agents.config import AgentProxyConfig
 from agents.rollout import act
-from algos.training.policy import EMBEDDED, load_eval_policy, policy_engine
+from algos.training.policy import add_policy_arguments, load_eval_policy, policy_engine
 from envs.rendering import save_episode
 
 _RENDER_STREAM = 3  # sampling stream distinct from training (0), validation (1) and evaluation (2)
@@ -138,15 +138,11 @@ def render_episode(policy, env: str, seed: int, out: Path, temperature: float = 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", type=Path, help="run dir, its hf_model/ or checkpoints/ dir, or a global_step_<k> dir")
-    source.add_argument("--model", help=f"base model: {EMBEDDED} (default), tiny-random, a folder or hub name")
+    add_policy_arguments(parser)
     parser.add_argument("--env", help="bandit | sokoban | frozenlake (default: the run's env, else sokoban)")
     parser.add_argument("--seed", type=int, default=123, help="level seed (default 123, the first held-out level)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--sampling-seed", type=int, default=0)
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="Hydra override for the agent, e.g. agent_proxy.max_turn=5 (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
     try:

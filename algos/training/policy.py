@@ -7,6 +7,7 @@ settings, and ``policy_engine`` plays the policy on any env through the rollout 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,17 @@ def run_overrides(run_dir: Path) -> list[str]:
 def run_env(run_dir: Path) -> str:
     """The env a run trained on (its resolved ``env.name``)."""
     return yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["env"]["name"]
+
+
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options :func:`load_eval_policy` reads: ``--checkpoint`` or ``--model``, and
+    repeatable ``--override KEY=VALUE``."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", type=Path,
+                        help="run dir, its hf_model/ or checkpoints/ dir, or a global_step_<k> dir")
+    source.add_argument("--model", help=f"base model: {EMBEDDED} (default), {TINY_RANDOM_MODEL}, a folder or hub name")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="Hydra override for the agent, e.g. agent_proxy.max_turn=5 (repeatable)")
 
 
 def load_eval_policy(checkpoint: Path | None, model: str | None, extra: Sequence[str] = ()) -> Policy:
