@@ -69,3 +69,14 @@ def test_a_script_edits_no_sys_path_and_imports_no_other_script(script):
     assert "sys.path" not in text
     others = {path.stem for path in SCRIPTS} | {"scripts"}
     assert imported_modules(text) & others == set()
+
+
+def test_eval_gsm8k_and_the_run_layout_load_without_deepspeed():
+    code = ("import importlib.util, sys\n"
+            "spec = importlib.util.spec_from_file_location('eval_gsm8k', 'scripts/eval_gsm8k.py')\n"
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            "print(sorted(name for name in sys.modules if name.split('.')[0] == 'deepspeed'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
