@@ -17,8 +17,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from agents.backends.factory import BACKEND_NAMES
-from agents.model import DTYPES
 from agents.config import AgentConfig, AgentProxyConfig, EnvConfig, ESManagerConfig
+from agents.model import DTYPES
 from algos import compute_advantages
 from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig, require
 from algos.filtering import canonical_metric
