@@ -51,6 +51,7 @@ from algos.training.export import export_hf_model
 from algos.training.format_warmup import format_warmup
 from algos.training.layout import latest_checkpoint
 from algos.training.memory import limit_heap_slack, peak_rss_gib
+from algos.training.nonfinite import NonFiniteGuard
 from algos.training.policy import load_policy
 from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig, advantage_options
 from algos.training.signals import StopRequest
@@ -91,6 +92,7 @@ class Trainer:
         self.step, self.policy_version, self.synced_version = 0, 0, 0
         self.warmup_metrics: dict[str, float] = {}
         self.resumed_state: dict[str, Any] = {}
+        self.nonfinite = NonFiniteGuard(config)
 
     # ----------------------------------------------------------------- before the first step
     def setup(self) -> None:
@@ -253,6 +255,7 @@ class Trainer:
                     metrics |= self.validate()
                 logger.log(metrics, step=self.step)
                 logger.write(summary_line(self.step, metrics))
+                self.nonfinite.after_step(self.step, metrics)  # raises after max_nonfinite_steps in a row
                 stopping = any_rank(bool(stop), self.engine.device)  # a signal may reach some ranks only
                 if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stopping:
                     path = save_checkpoint(self.engine, self.ckpt_dir, self.step,
