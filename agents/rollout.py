@@ -263,7 +263,7 @@ class RolloutEngine:
                 ), caps, len(self.tokenizer))
                 for episode, reply in zip(active, replies, strict=True):
                     self._play_turn(episode, reply, turn)
-                bar.set_postfix(active=len(active))
+                bar.set_postfix(episodes_done=f"{sum(e.done for e in episodes)}/{len(episodes)}")
                 bar.update()
         return self._collate(episodes, group_size)
 

@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from agents.console import bar, note
 from agents.demonstrations import Demonstration
 from algos.training.packed_logprobs import grouped_response_log_probs
 
@@ -85,11 +86,15 @@ def format_warmup(
     was_training = model.training
     model.train()
     losses = []
-    for step in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(backward_reply_nll(model, levels[step * levels_per_step : (step + 1) * levels_per_step],
-                                         pad_token_id))
-        optimizer.step()
+    with bar(steps, "format warm-up", "step") as progress:
+        for step in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(backward_reply_nll(model, levels[step * levels_per_step : (step + 1) * levels_per_step],
+                                             pad_token_id))
+            optimizer.step()
+            progress.set_postfix(nll=f"{losses[-1]:.3f}")
+            progress.update()
+            note(f"format warm-up step {step + 1}/{steps}: reply NLL {losses[-1]:.3f}")
     model.train(was_training)
     optimizer.zero_grad(set_to_none=True)
     return {"format_warmup/loss_start": losses[0], "format_warmup/loss_end": losses[-1],

@@ -129,5 +129,5 @@ def policy_engine(policy: Policy, env: str) -> tuple[RolloutEngine, TurnRLConfig
     model_dir = None if path == TINY_RANDOM_MODEL else resolve_model_location(path)
     backend = make_backend(config.actor_rollout_ref.rollout.name, policy.model, policy.tokenizer, model_dir)
     backend.update_weights(policy.model)
-    return RolloutEngine(config.agent_config(), policy.tokenizer, backend), config
+    return RolloutEngine(config.agent_config(show_progress=True), policy.tokenizer, backend), config
 

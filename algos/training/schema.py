@@ -176,6 +176,10 @@ class TrainerConfig:
     max_nonfinite_steps: int = 3
     """Stop the run after this many steps in a row whose update had a non-finite loss or gradient norm
     (each such optimizer step is skipped and counted in ``actor/nonfinite_steps``), >= 1."""
+    log_trajectories_freq: int = 10
+    """Every N steps, write the step's episodes (per turn: observation, reply, parsed actions, reward; the
+    episode's success, reward and advantage) to ``<run dir>/trajectories.jsonl`` and a few to a wandb
+    Table (``algos.training.trajectories``); 0 = off."""
 
     def __post_init__(self) -> None:
         require(self.total_training_steps >= 1, "trainer.total_training_steps", self.total_training_steps,
@@ -183,6 +187,8 @@ class TrainerConfig:
         require(self.resume in RESUME_CHOICES, "trainer.resume", self.resume, str(list(RESUME_CHOICES)))
         require(self.max_ckpt_to_keep >= 1, "trainer.max_ckpt_to_keep", self.max_ckpt_to_keep, ">= 1")
         require(self.max_nonfinite_steps >= 1, "trainer.max_nonfinite_steps", self.max_nonfinite_steps, ">= 1")
+        require(self.log_trajectories_freq >= 0, "trainer.log_trajectories_freq", self.log_trajectories_freq,
+                ">= 0 (0 = off)")
 
 
 @dataclass

@@ -38,8 +38,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import envs
 from agents.backends import SamplingParams, make_backend
+from agents.console import say
 from agents.demonstrations import format_demonstrations
-from agents.model import resolve_model_location
+from agents.model import is_embedded, resolve_model_location
 from agents.prompts import pad_token_id
 from agents.rollout import RolloutBatch, RolloutEngine
 from algos import compute_advantages, filter_groups, group_scores
@@ -56,6 +57,7 @@ from algos.training.policy import load_policy
 from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig, advantage_options
 from algos.training.signals import StopRequest
 from algos.training.tracking import RunLogger, SilentLogger, episode_metrics, summary_line
+from algos.training.trajectories import trajectory_rows
 from algos.training.update_batch import UpdateBatch
 
 
@@ -91,6 +93,8 @@ class Trainer:
         self.engine, self.reference = None, None
         self.step, self.policy_version, self.synced_version = 0, 0, 0
         self.warmup_metrics: dict[str, float] = {}
+        self.logger: RunLogger | SilentLogger = SilentLogger()
+        self.last_rollout: tuple[RolloutBatch, torch.Tensor, torch.Tensor] | None = None  # batch, kept, advantages
         self.resumed_state: dict[str, Any] = {}
         self.nonfinite = NonFiniteGuard(config)
 
@@ -102,7 +106,7 @@ class Trainer:
             return
         resuming = self.config.trainer.resume == "auto" and latest_checkpoint(self.ckpt_dir) is not None
         if self.config.trainer.resume == "auto" and not resuming:
-            print(f"trainer.resume=auto: no checkpoint in {self.ckpt_dir}, starting from step 0")
+            say(f"trainer.resume=auto: no checkpoint in {self.ckpt_dir}, starting from step 0")
         if not resuming:
             self.warmup_metrics = self.warm_up_format()
         if self.actor.use_kl_loss:  # frozen copy of the initial (warmed-up) policy
@@ -121,21 +125,25 @@ class Trainer:
     def warm_up_format(self) -> dict[str, float]:
         """``format_warmup.steps`` supervised steps on format demonstrations (``algos.training.format_warmup``);
         none when off or for an env with free-form answers. Every rank runs the same deterministic
-        warm-up, so the ranks start RL from equal weights."""
-        warmup = self.config.format_warmup
+        warm-up, so the ranks start RL from equal weights. Skipped for any model but the embedded one
+        (a TurnRL export or another model: warming it up would push a trained policy back toward chance)."""
+        warmup, path = self.config.format_warmup, self.config.actor_rollout_ref.model.path
         if warmup.steps == 0:
+            return {}
+        if not (is_embedded(path) or path == TINY_RANDOM_MODEL):
+            say(f"format warm-up skipped: model.path={path} is not the embedded SmolLM2-135M")
             return {}
         env = envs.make(self.config.env.name, **self.config.env.kwargs)
         env.close()
         if not env.action_names:
-            print(f"format warm-up skipped: env={self.config.env.name} has free-form answers, "
+            say(f"format warm-up skipped: env={self.config.env.name} has free-form answers, "
                   "no random valid action to demonstrate")
             return {}
         levels = format_demonstrations(self.config.agent_config(), self.tokenizer, warmup.steps * warmup.levels_per_step,
                                        warmup.replies_per_level, self.rollout_cfg.response_length, seed=self.config.seed)
         metrics = format_warmup(self.model, levels, warmup.levels_per_step, warmup.lr, pad_token_id(self.tokenizer))
         self.policy_version += 1
-        print(f"format warm-up: {warmup.steps} steps, reply NLL {metrics['format_warmup/loss_start']:.3f} -> "
+        say(f"format warm-up: {warmup.steps} steps, reply NLL {metrics['format_warmup/loss_start']:.3f} -> "
               f"{metrics['format_warmup/loss_end']:.3f} in {metrics['format_warmup/seconds']:.0f} s")
         return metrics
 
@@ -151,13 +159,14 @@ class Trainer:
         path, state = resume_checkpoint(self.engine, self.ckpt_dir)
         self.step = int(state["step"])
         self.policy_version += 1
-        print(f"resumed from {path} (step {self.step})")
+        say(f"resumed from {path} (step {self.step})")
         return state
 
     # ----------------------------------------------------------------- the step
     def train_step(self, step: int) -> dict[str, float]:
         """Roll out, filter, compute advantages, update the policy; return the step's metrics."""
         start = time.perf_counter()
+        self.logger.phase("rollout")
         batch = self.play_train_groups(step)
         rollout_s = time.perf_counter() - start
         metrics = {**batch.metrics, **episode_metrics(batch)}
@@ -172,6 +181,8 @@ class Trainer:
                                              top_p_prob_mode=flt.rollout_filter_top_p_prob_mode)
         advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
         update_batch = UpdateBatch.from_rollout(batch.select(kept), advantages.flatten())
+        self.last_rollout = (batch, kept, advantages)
+        self.logger.phase("update")
 
         tic = time.perf_counter()
         if not (self.actor.ppo_epochs == 1 and len(update_batch) <= self.actor.ppo_mini_batch_size):
@@ -220,6 +231,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Episodes on the held-out levels (greedy unless ``val_kwargs.do_sample``), as ``val/*`` metrics."""
         tic = time.perf_counter()
+        self.logger.phase("validate")
         val = self.rollout_cfg.val_kwargs
         params = SamplingParams(temperature=val.temperature if val.do_sample else 0.0, top_p=val.top_p,
                                 max_new_tokens=self.rollout_cfg.response_length, seed=self.config.seed)
@@ -238,7 +250,7 @@ class Trainer:
         """Train ``trainer.total_training_steps`` steps; return the last metrics and output locations."""
         self.setup()
         trainer = self.config.trainer
-        logger = SilentLogger() if self.rank > 0 else RunLogger(
+        self.logger = logger = SilentLogger() if self.rank > 0 else RunLogger(
             self.run_dir, self.config.logger, project=trainer.project_name, name=experiment_name(self.config),
             run_config=run_config or {}, total_steps=trainer.total_training_steps, start_step=self.step,
             wandb_run_id=self.resumed_state.get("wandb_run_id"))
@@ -255,6 +267,9 @@ class Trainer:
                     metrics |= self.validate()
                 logger.log(metrics, step=self.step)
                 logger.write(summary_line(self.step, metrics))
+                if self.rank == 0 and trainer.log_trajectories_freq and self.step % trainer.log_trajectories_freq == 0:
+                    logger.log_trajectories(trajectory_rows(self.step, *self.last_rollout, self.config,
+                                                            self.rollout_engine.max_actions_per_traj), self.step)
                 self.nonfinite.after_step(self.step, metrics)  # raises after max_nonfinite_steps in a row
                 stopping = any_rank(bool(stop), self.engine.device)  # a signal may reach some ranks only
                 if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stopping:
@@ -265,7 +280,7 @@ class Trainer:
         export = export_hf_model(self.engine, self.tokenizer, self.run_dir, self.step)
         outputs = logger.finish()
         if self.rank == 0:
-            print(f"hf model:       {export}")
+            say(f"hf model:       {export}")
         return {"step": self.step, "metrics": metrics, "stopped_by": stop.signal_name, "hf_model": export,
                 **outputs}
 
