@@ -19,6 +19,7 @@ from PIL import Image
 
 from agents.config import AgentProxyConfig
 from agents.model import build_tiny_model, load_tokenizer
+from agents.replay import replay
 from algos.training.checkpoint import checkpoint_state_dict, load_weights
 from algos.training.layout import hf_model_location
 from algos.training.policy import find_weights
@@ -322,7 +323,11 @@ def test_render_episode_writes_gif_png_html(compare_run, tmp_path):
     with Image.open(out / "episode.gif") as gif:
         assert gif.n_frames == record["num_frames"]
     page = (out / "episode.html").read_text()
-    assert page.count("<h3>Turn ") == 1 and page.count("data:image/png;base64,") == 2
+    assert page.count("<h3>Turn ") == 1
+    assert page.count("data:image/png;base64,") == 2 + 4  # before/after + the legend's four bandit tiles
+    generated = [token for token in record["turns"][0]["tokens"] if token["loss_mask"]]
+    assert len(generated) >= 1 and all(token["logprob"] < 0 for token in generated)
+    assert page.count('class="tok gen"') == len(generated) + 1  # + the legend's sample
 
 
 def test_replay_follows_the_rollout_rules_and_reproduces_the_frames():
@@ -333,8 +338,9 @@ def test_replay_follows_the_rollout_rules_and_reproduces_the_frames():
                 {"role": "assistant", "content": "<think>go</think><answer>Up || Jump</answer>"},
                 {"role": "user", "content": "obs 2"},
                 {"role": "assistant", "content": "<think>more</think><answer>Left || Down || Right || Up</answer>"}]
-    first, turns, success = render_episode.replay("sokoban", {}, 7, messages, AgentProxyConfig(max_actions_per_turn=5),
-                                                  max_actions_per_traj=4)
+    episode = replay("sokoban", {}, 7, 0, messages, AgentProxyConfig(max_actions_per_turn=5), max_actions_per_traj=4,
+                     format_penalty=-0.1, render=True)
+    first, turns, success = episode.first_frame, episode.turns, episode.success
     assert [t.actions for t in turns] == [["Up"], ["Left", "Down", "Right", "Up"]]
     assert [t.format_ok for t in turns] == [False, True]
     assert [len(t.frames) for t in turns] == [1, 3]
@@ -351,4 +357,5 @@ def test_replay_follows_the_rollout_rules_and_reproduces_the_frames():
         expected.append(env.render())
     assert all(np.array_equal(a, b) for a, b in zip([f for t in turns for f in t.frames], expected, strict=True))
     assert sum(t.env_reward for t in turns) == pytest.approx(total)
+    assert [t.reward - t.env_reward for t in turns] == pytest.approx([-0.1, 0.0])  # the format penalty of turn 1
     assert success is False
