@@ -228,9 +228,17 @@ def test_plot_compare_means_bands_and_final_table(tmp_path):
     assert summary["A"]["final"]["rollout/success_rate"] == [0.75, 0.5]
     assert summary["A"]["final"]["reward"] == [1.5, 2.0]
     assert summary["A"]["final"]["val/success_rate"] == [0.75]
+    # the 95% CI of a mean of two seeds: resampled means are a, (a + b) / 2, b with p 1/4, 1/2, 1/4
+    assert success["ci_low"] == [0.0, 0.5, 1.0] and success["ci_high"] == [0.5, 0.5, 1.0]
     table = (tmp_path / "out" / "cmp.md").read_text()
-    assert "| A | 2 | 3 | 0.625 ± 0.125 | 1.750 ± 0.250 | 0.750 ± 0.000 |" in table
-    assert "| B | 1 | 3 | 0.250 ± 0.000 | -1.000 ± 0.000 | – |" in table
+    assert ("| A | 2 | 3 | 0.625 [0.500, 0.750] (n=2) | 1.750 [1.500, 2.000] (n=2) | 0.750 [0.750, 0.750] (n=1) |"
+            in table)
+    assert "| B | 1 | 3 | 0.250 [0.250, 0.250] (n=1) | -1.000 [-1.000, -1.000] (n=1) | – |" in table
+    # B has no val/success_rate: rliable's IQM is of the train success rate; A's seeds (0.75, 0.5) beat B's 0.25
+    across = json.loads((tmp_path / "out" / "cmp.json").read_text())["across_runs"]
+    assert across["metric"] == "rollout/success_rate"
+    assert across["probability_of_improvement"]["A"]["B"]["estimate"] == 1.0
+    assert across["methods"]["B"]["iqm"]["estimate"] == 0.25
     with Image.open(tmp_path / "out" / "cmp.png") as image:
         assert image.size[0] > 600 and image.size[1] > 300
 
