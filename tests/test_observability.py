@@ -95,3 +95,32 @@ def test_multirun_labels_keep_only_swept_keys_besides_algo_and_seed():
             "trainer.total_training_steps=2"]
     assert method_label("drgrpo", task, swept) == "drgrpo-rollout_filter_value=4"
     assert method_label("grpo", ["algo=grpo", "seed=0"], swept_keys(["algo=grpo,drgrpo", "seed=0,1"])) == "grpo"
+
+
+def test_multirun_of_two_algos_and_two_seeds_reads_as_two_methods_of_two_seeds(tmp_path):
+    """One Hydra multirun (tiny model, 1 step each): <algo>-seed<s> sub-dirs, wandb groups per method,
+    a train.log per job with its summary line; plot_compare.py reads 2 methods x 2 seeds."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import plot_compare
+
+    sweep = tmp_path / "sweep"
+    overrides = [item for item in TINY_RUN if not item.startswith(("algo=", "logger="))]
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), "-m", *overrides, "algo=grpo,drgrpo",
+               "seed=0,1", "logger=wandb", "logger.wandb.mode=offline", "trainer.log_trajectories_freq=1",
+               f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(path.name for path in sweep.iterdir() if path.is_dir())
+    assert jobs == ["drgrpo-seed0", "drgrpo-seed1", "grpo-seed0", "grpo-seed1"]
+    log = (sweep / "grpo-seed1" / "train.log").read_text()
+    assert "step 1 | reward" in log and "s/step" in log
+    assert "Setting accelerator to CPU" not in result.stdout + result.stderr
+    assert len(list((sweep / "grpo-seed1" / "wandb").glob("offline-run-*"))) == 1
+    assert len((sweep / "grpo-seed1" / "trajectories.jsonl").read_text().splitlines()) == 4  # 2 groups x 2
+    summary = plot_compare.compare(sorted(sweep.iterdir()), tmp_path / "cmp")
+    assert list(summary) == ["drgrpo", "grpo"]
+    assert [len(summary[name]["runs"]) for name in summary] == [2, 2]
+    assert all(summary[name]["curves"]["reward"]["n"] == [2] for name in summary)
