@@ -280,6 +280,13 @@ def test_evaluate_a_checkpoint_greedy_and_sampled(compare_run, tmp_path):
         assert r["success_rate"] == 0.0
         assert r["mean_reward"] == pytest.approx(-0.1 * r["format_error_rate"], abs=1e-6)
     assert out.with_suffix(".md").read_text().count("| bandit |") == 2
+    # nothing succeeds: every bootstrap interval over the 3 levels is [0, 0]; one JSON row per episode
+    assert results["greedy"]["success_rate_ci"] == {"estimate": 0.0, "low": 0.0, "high": 0.0, "n": 3,
+                                                    "confidence": 0.95}
+    assert [(e["mode"], e["seed"], e["member"]) for e in report["episodes"]][:5] == [
+        ("greedy", 123, 0), ("greedy", 124, 0), ("greedy", 125, 0), ("sampled", 123, 0), ("sampled", 123, 1)]
+    assert [e["reward"] for e in report["episodes"] if e["mode"] == "greedy"] == pytest.approx(
+        [-0.1 * (not e["success"]) * e["num_turns"] for e in report["episodes"] if e["mode"] == "greedy"])
     # the same weights loaded from the DeepSpeed checkpoint play the same greedy episodes
     step_dir = run_dir / "checkpoints" / "global_step_1"
     evaluate.main(["--checkpoint", str(step_dir), "--num-seeds", "3", "--modes", "greedy", "--out", str(out)])
