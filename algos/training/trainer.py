@@ -55,7 +55,14 @@ from algos.training.nonfinite import NonFiniteGuard
 from algos.training.policy import load_policy
 from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig, advantage_options
 from algos.training.signals import StopRequest
-from algos.training.tracking import RunLogger, SilentLogger, episode_metrics, summary_line
+from algos.training.tracking import (
+    VALIDATION_FILE,
+    RunLogger,
+    SilentLogger,
+    append_validation_episodes,
+    episode_metrics,
+    summary_line,
+)
 from algos.training.update_batch import UpdateBatch
 
 
@@ -230,6 +237,8 @@ class Trainer:
             share = group_share(self.config.es_manager.val.env_groups, self.rank, self.world_size)
             local = engine.validate(params, groups=share, shard=self.rank) if len(share) else None
             batch = gather_rollout(local, engine.pad_token_id)
+        if self.rank == 0:
+            append_validation_episodes(self.run_dir / VALIDATION_FILE, self.step, batch)
         metrics = {"val/" + key.split("/", 1)[-1]: value for key, value in batch.metrics.items()}
         return metrics | {"val/reward": batch.episode_reward.mean().item(), "timing/val_s": time.perf_counter() - tic}
 
