@@ -262,6 +262,13 @@ def test_every_algo_config_trains_one_step_on_bandit(algo, tmp_path):
     if config.algorithm.adv_estimator == "sr_grpo":
         assert {"soft_advantage_mean", "soft_advantage_std", "kl"} <= set(metrics)
     assert ("kl" in metrics) == config.actor_rollout_ref.actor.use_kl_loss
+    critic_keys = {"critic/vf_loss", "critic/vf_clipfrac", "critic/vpred_mean", "critic/vf_explained_var",
+                   "critic/grad_norm", "critic/lr", "critic/returns_mean", "critic/values_mean"}
+    if config.algorithm.adv_estimator == "gae":
+        assert all(key in metrics and torch.isfinite(torch.tensor(metrics[key])) for key in critic_keys)
+        assert metrics["critic/lr"] == config.critic.lr and metrics["critic/vpred_mean"] == 0.0  # zero head
+    else:
+        assert not critic_keys & set(metrics)
     row = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert row["step"] == 1 and row["reward"] == pytest.approx(metrics["reward"])
 
