@@ -1,4 +1,4 @@
-"""Response log-probs with each group's shared prompt computed once (exact, fewer token-forwards).
+"""Response log-probs (and a value model's values) with each group's shared prompt computed once (exact, fewer token-forwards).
 
 All ``group_size`` episodes of a group start with the same prompt tokens (same level, same chat), so
 the plain forward recomputes that prompt once per member. The grouped forward packs each group into
