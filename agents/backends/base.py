@@ -154,7 +154,8 @@ def make_backend(
     serving ``model_dir``) or "auto" (vLLM where ``model_dir`` is known and :func:`vllm_is_faster_here`,
     else hf).
     ``backend_kwargs`` are engine options of ``VLLMBackend`` (``max_model_len``, ``dtype``, ``seed``, ...);
-    the hf backend needs none and ignores them, so "auto" can pass them either way.
+    the hf backend takes ``kv_cache_gib`` (its cap on kept episode caches) and ignores the others, so
+    "auto" can pass them either way.
     """
     if name not in BACKEND_NAMES:
         raise ValueError(f"backend={name!r} is unknown; allowed: {list(BACKEND_NAMES)}")
@@ -176,4 +177,4 @@ def make_backend(
         raise ValueError("backend='hf' needs the model object")
     from agents.backends.hf import HFBackend
 
-    return HFBackend(model, tokenizer)
+    return HFBackend(model, tokenizer, kv_cache_gib=backend_kwargs.get("kv_cache_gib", 2.0))
