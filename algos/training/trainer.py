@@ -195,7 +195,8 @@ class Trainer:
                 resolve_model_location(config.actor_rollout_ref.model.path)
             backend = make_backend(self.rollout_cfg.name, self.engine.module, tokenizer, model_dir,
                                    max_model_len=self.rollout_cfg.max_model_len, seed=config.seed,
-                                   kv_cache_gib=self.rollout_cfg.kv_cache_gib)
+                                   kv_cache_gib=self.rollout_cfg.kv_cache_gib,
+                                   multi_turn=config.agent_proxy.max_turn > 1)
             rollout_engine = RolloutEngine(agent_config(config), tokenizer, backend)
         self.rollout_engine = rollout_engine
         if self.warmup_metrics:  # a vLLM engine loaded the weights from disk, before the warm-up
