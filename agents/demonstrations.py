@@ -22,9 +22,10 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 import envs
+from agents.config import AgentConfig
 from agents.parsing import ACTION_SEPARATOR
 from agents.prompts import ChatTokenizer, prefill_text
-from agents.rollout import AgentConfig, actions_per_traj, opening
+from agents.rollout import actions_per_traj, opening
 
 _FIRST_LEVEL_SEED = 2**31  # far from the train (10000 + ...) and validation (123 + ...) levels
 
@@ -70,14 +71,15 @@ def format_demonstrations(
     for key, value in (("levels", levels), ("replies_per_level", replies_per_level)):
         if value < 1:
             raise ValueError(f"{key}={value} is invalid; allowed: an int >= 1")
-    env = envs.make(config.env, **config.env_kwargs)
+    env = envs.make(config.env.name, **config.env.kwargs)
     if not env.action_names:
-        raise ValueError(f"env={config.env!r} has free-form answers, so there is no random valid action to "
+        raise ValueError(f"env={config.env.name!r} has free-form answers, so there is no random valid action to "
                          "demonstrate; allowed: an env with named actions (bandit, sokoban, frozenlake)")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDE40]))
     chat = ChatTokenizer(tokenizer)
-    prefill = prefill_text(config.enable_think)
-    max_actions = min(config.max_actions_per_turn, actions_per_traj(config, env))
+    proxy = config.agent_proxy
+    prefill = prefill_text(proxy.enable_think)
+    max_actions = min(proxy.max_actions_per_turn, actions_per_traj(config, env))
     demonstrations = []
     for level in _FIRST_LEVEL_SEED + rng.choice(2**31, size=levels, replace=False):
         messages, _ = opening(env, config, int(level), member=0, max_new_tokens=max_new_tokens)
@@ -86,7 +88,7 @@ def format_demonstrations(
         first_actions = balanced_draws(rng, len(env.action_names), replies_per_level)
         for first in first_actions:
             more = rng.integers(len(env.action_names), size=int(rng.integers(0, max_actions)))
-            text = demonstration_reply([env.action_names[i] for i in (first, *more)], config.enable_think)
+            text = demonstration_reply([env.action_names[i] for i in (first, *more)], proxy.enable_think)
             replies.append(Demonstration(int(level), prompt, chat.encode(text), text))
         demonstrations.append(replies)
     env.close()

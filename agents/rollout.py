@@ -1,7 +1,7 @@
 """Multi-turn rollouts: groups of episodes played by the policy, returned as a token-level batch.
 
-One rollout step plays ``env_groups x group_size`` episodes. Group ``g`` of step ``s`` uses the level
-``seed = train_seed_start + s * env_groups + g`` for all its members; member ``j`` resets with
+One rollout step plays ``env_groups x group_size`` episodes. Steps count from 1, as the trainer's do:
+group ``g`` of step ``k`` uses the level ``seed = train_seed_start + (k - 1) * env_groups + g`` for all its members; member ``j`` resets with
 ``options={"member": j}`` (same level, its own dice). Each turn, every unfinished episode of every
 group is sent to the backend in one batched call.
 
@@ -11,7 +11,7 @@ generated (exactly as generated), then the template tokens of the next env messa
 ``<think>`` belongs to the prompt. The episode reward is the sum of the env rewards and one
 ``format_penalty`` per turn whose reply had a missing or invalid action.
 
-An episode ends when the env terminates or truncates, after ``max_turns`` turns, when its
+An episode ends when the env terminates or truncates, after ``max_turn`` turns, when its
 ``max_actions_per_traj`` budget is spent, or, marked ``truncated``, when ``max_model_len`` leaves
 no room for the next env message or reply.
 """
@@ -19,11 +19,11 @@ no room for the next env message or reply.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from transformers import PreTrainedTokenizerBase
 
 import envs
 from agents.backends.base import Backend, SamplingParams
+from agents.config import AgentConfig
 from agents.parsing import parse_reply
 from agents.prompts import (
     SYSTEM_PROMPT,
@@ -44,40 +45,6 @@ from agents.prompts import (
 )
 
 _TRAIN_STREAM, _VALIDATION_STREAM = 0, 1
-
-
-@dataclass
-class AgentConfig:
-    """Rollout settings; names follow RAGEN's ``es_manager`` / ``agent_proxy`` keys."""
-
-    env: str = "sokoban"
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    env_groups: int = 8
-    group_size: int = 16
-    max_turns: int = 5
-    max_actions_per_turn: int = 5
-    max_actions_per_traj: int | None = None  # None: the env class's default_max_actions_per_traj
-    format_penalty: float = -0.1
-    enable_think: bool = True
-    max_model_len: int = 2048
-    train_seed_start: int = 10000
-    val_seed_start: int = 123
-    val_groups: int = 32
-    val_group_size: int = 1
-    show_progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.env not in envs.ENV_IDS:
-            raise ValueError(f"env={self.env!r} is unknown; allowed: {sorted(envs.ENV_IDS)}")
-        for key in ("env_groups", "group_size", "max_turns", "max_actions_per_turn", "max_model_len",
-                    "val_groups", "val_group_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key}={getattr(self, key)} is invalid; allowed: an int >= 1")
-        if self.max_actions_per_traj is not None and self.max_actions_per_traj < 1:
-            raise ValueError(f"max_actions_per_traj={self.max_actions_per_traj} is invalid; allowed: None or >= 1")
-        for key in ("train_seed_start", "val_seed_start"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key}={getattr(self, key)} is invalid; allowed: an int >= 0")
 
 
 @dataclass
@@ -149,8 +116,8 @@ class _Episode:
 
 
 def actions_per_traj(config: AgentConfig, env: envs.TextEnv) -> int:
-    """The episode's action budget: ``config.max_actions_per_traj``, else the env class's default."""
-    return config.max_actions_per_traj or type(env).default_max_actions_per_traj
+    """The episode's action budget: ``agent_proxy.max_actions_per_traj``, else the env class's default."""
+    return config.agent_proxy.max_actions_per_traj or type(env).default_max_actions_per_traj
 
 
 def opening(
@@ -160,9 +127,26 @@ def opening(
     message) and the first observation."""
     observation, _ = env.reset(seed=seed, options={"member": member})
     budget = actions_per_traj(config, env)
-    first_user = intro_message(env.instructions, env.action_names, min(config.max_actions_per_turn, budget))
-    first_user += turn_message(1, observation, budget, config.enable_think, max_new_tokens)
+    proxy = config.agent_proxy
+    first_user = intro_message(env.instructions, env.action_names, min(proxy.max_actions_per_turn, budget))
+    first_user += turn_message(1, observation, budget, proxy.enable_think, max_new_tokens)
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": first_user}], observation
+
+
+def checked_replies(backend: Backend, replies: list[list[int]], caps: list[int], vocab_size: int) -> list[list[int]]:
+    """``replies`` if the backend kept its contract: one reply per prompt, reply ``i`` at most ``caps[i]``
+    ids, every id an int in ``[0, vocab_size)``; else ValueError naming the backend class and the bad value."""
+    name = type(backend).__name__
+    if len(replies) != len(caps):
+        raise ValueError(f"{name}.generate returned {len(replies)} replies for {len(caps)} prompts")
+    for i, (reply, cap) in enumerate(zip(replies, caps, strict=True)):
+        if len(reply) > cap:
+            raise ValueError(f"{name}.generate returned {len(reply)} ids for prompt {i}; allowed: at most its cap {cap}")
+        bad = [t for t in reply if not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size]
+        if bad:
+            raise ValueError(f"{name}.generate returned token id {bad[0]!r} for prompt {i}; "
+                             f"allowed: ints in [0, {vocab_size}) (the tokenizer's vocabulary)")
+    return replies
 
 
 class RolloutEngine:
@@ -173,7 +157,8 @@ class RolloutEngine:
         self.tokenizer = tokenizer
         self.backend = backend
         self.chat = ChatTokenizer(tokenizer)
-        self.prefill = prefill_text(config.enable_think)
+        self.proxy = config.agent_proxy
+        self.prefill = prefill_text(self.proxy.enable_think)
         self._envs: list[envs.TextEnv] = []
         self.max_actions_per_traj = actions_per_traj(config, self._env(0))
         self.pad_token_id = pad_token_id(tokenizer)
@@ -181,27 +166,28 @@ class RolloutEngine:
     def rollout(
         self, step: int, params: SamplingParams, groups: Sequence[int] | None = None, shard: int | None = None
     ) -> RolloutBatch:
-        """Training episodes of ``step``; its levels depend only on ``(train_seed_start, step)``.
+        """Training episodes of ``step`` (1, 2, ...); its levels depend only on ``(train_seed_start, step)``.
 
         ``groups`` picks which of the step's ``env_groups`` levels to play (default all), e.g. one
         data-parallel rank's share; ``shard`` (the rank) keeps that share's sampling seeds its own.
         """
-        if step < 0:
-            raise ValueError(f"step={step} is invalid; allowed: an int >= 0")
-        first = self.config.train_seed_start + step * self.config.env_groups
-        seeds = [first + g for g in (range(self.config.env_groups) if groups is None else groups)]
-        key = (_TRAIN_STREAM, step) if shard is None else (_TRAIN_STREAM, step, shard)
-        return self.play(seeds, self.config.group_size, params, key, f"rollout {step}")
+        if step < 1:
+            raise ValueError(f"step={step} is invalid; allowed: an int >= 1")
+        split, index = self.config.es_manager.train, step - 1
+        first = self.config.es_manager.train_seed_start + index * split.env_groups
+        seeds = [first + g for g in (range(split.env_groups) if groups is None else groups)]
+        key = (_TRAIN_STREAM, index) if shard is None else (_TRAIN_STREAM, index, shard)
+        return self.play(seeds, split.group_size, params, key, f"rollout {step}")
 
     def validate(
         self, params: SamplingParams, groups: Sequence[int] | None = None, shard: int | None = None
     ) -> RolloutBatch:
         """Episodes on the held-out levels ``val_seed_start, val_seed_start + 1, ...`` (``groups``, ``shard``:
         as in ``rollout``)."""
-        first = self.config.val_seed_start
-        seeds = [first + g for g in (range(self.config.val_groups) if groups is None else groups)]
+        split, first = self.config.es_manager.val, self.config.es_manager.val_seed_start
+        seeds = [first + g for g in (range(split.env_groups) if groups is None else groups)]
         key = (_VALIDATION_STREAM, 0) if shard is None else (_VALIDATION_STREAM, 0, shard)
-        return self.play(seeds, self.config.val_group_size, params, key, "validate")
+        return self.play(seeds, split.group_size, params, key, "validate")
 
     def play(
         self,
@@ -211,7 +197,7 @@ class RolloutEngine:
         sampling_key: tuple[int, ...] = (),
         description: str = "rollout",
     ) -> RolloutBatch:
-        """Play ``group_size`` members on each level of ``group_seeds`` for up to ``max_turns`` turns."""
+        """Play ``group_size`` members on each level of ``group_seeds`` for up to ``agent_proxy.max_turn`` turns."""
         episodes = [
             self._start(g * group_size + j, g, seed, j, params)
             for g, seed in enumerate(group_seeds)
@@ -221,8 +207,8 @@ class RolloutEngine:
         counters = dict(getattr(self.backend, "counters", {}))
         start, generated = time.perf_counter(), 0
         try:
-            with tqdm(total=self.config.max_turns, desc=description, unit="turn", disable=not show) as bar:
-                for turn in range(1, self.config.max_turns + 1):
+            with tqdm(total=self.proxy.max_turn, desc=description, unit="turn", disable=not show) as bar:
+                for turn in range(1, self.proxy.max_turn + 1):
                     if turn > 1:
                         for episode in episodes:
                             if not episode.done:
@@ -231,9 +217,9 @@ class RolloutEngine:
                     if not active:
                         break
                     caps = [min(params.max_new_tokens, self.config.max_model_len - len(e.token_ids)) for e in active]
-                    replies = self.backend.generate(
+                    replies = checked_replies(self.backend, self.backend.generate(
                         [episode.token_ids for episode in active], self._turn_params(params, sampling_key, turn), caps
-                    )
+                    ), caps, len(self.tokenizer))
                     for episode, reply in zip(active, replies, strict=True):
                         self._play_turn(episode, reply, turn)
                     generated += sum(len(reply) for reply in replies)
@@ -250,7 +236,7 @@ class RolloutEngine:
     # ----------------------------------------------------------------- episode steps
     def _env(self, index: int) -> envs.TextEnv:
         while len(self._envs) <= index:
-            self._envs.append(envs.make(self.config.env, **self.config.env_kwargs))
+            self._envs.append(envs.make(self.config.env.name, **self.config.env.kwargs))
         return self._envs[index]
 
     def _start(self, env_index: int, group: int, seed: int, member: int, params: SamplingParams) -> _Episode:
@@ -267,7 +253,7 @@ class RolloutEngine:
     def _add_env_turn(self, episode: _Episode, turn: int, params: SamplingParams) -> None:
         """Append the reward of the last turn and the state of ``turn``, or end the episode truncated."""
         content = reward_message(episode.last_turn_reward) + turn_message(
-            turn, episode.observation, episode.actions_left, self.config.enable_think, params.max_new_tokens
+            turn, episode.observation, episode.actions_left, self.proxy.enable_think, params.max_new_tokens
         )
         ids = self.chat.env_turn_ids(content, self.prefill, episode.reply_ended_with_eos)
         if len(episode.token_ids) + len(ids) >= self.config.max_model_len:
@@ -282,7 +268,7 @@ class RolloutEngine:
         episode.reply_ended_with_eos = bool(reply) and reply[-1] in self.chat.eos_token_ids
         text = self.prefill + self.tokenizer.decode(reply, skip_special_tokens=True)
         episode.messages.append({"role": "assistant", "content": text})
-        parsed = parse_reply(text, self.config.enable_think, self.config.max_actions_per_turn)
+        parsed = parse_reply(text, self.proxy.enable_think, self.proxy.max_actions_per_turn)
         actions = [episode.env.parse_action(action_text) for action_text in parsed.action_texts]
         valid = [action for action in actions if action is not None]
         bad_format = not parsed.format_ok or len(valid) < len(actions)
@@ -296,10 +282,10 @@ class RolloutEngine:
             if terminated or truncated:
                 env_done = True
                 break
-        episode.reward += turn_reward + (self.config.format_penalty if bad_format else 0.0)
+        episode.reward += turn_reward + (self.config.es_manager.format_penalty if bad_format else 0.0)
         episode.last_turn_reward = turn_reward
         episode.num_turns = turn
-        if env_done or episode.actions_left <= 0 or turn == self.config.max_turns:
+        if env_done or episode.actions_left <= 0 or turn == self.proxy.max_turn:
             episode.done = True
         elif len(episode.token_ids) >= self.config.max_model_len:
             episode.done = episode.truncated = True

@@ -4,21 +4,37 @@ Pure tensor functions, independent of any model. The trainer lives in ``algos.tr
 separately, as it pulls in the model stack).
 """
 
-from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig
+from algos.config import ActorConfig, AlgorithmConfig, EarlyStopConfig, RolloutFilterConfig
+from algos.early_stop import reward_variance_collapsed
 from algos.estimators import ESTIMATORS, compute_advantages, register_estimator
-from algos.filtering import filter_groups
-from algos.losses import aggregate_loss, entropy_from_logits, kl_penalty, policy_loss
+from algos.filtering import filter_groups, group_scores, should_reroll
+from algos.losses import (
+    POLICY_LOSSES,
+    aggregate_loss,
+    entropy_from_logits,
+    kl_penalty,
+    loss_normaliser,
+    policy_loss,
+    register_policy_loss,
+)
 
 __all__ = [
     "ESTIMATORS",
+    "POLICY_LOSSES",
     "ActorConfig",
     "AlgorithmConfig",
+    "EarlyStopConfig",
     "RolloutFilterConfig",
     "aggregate_loss",
     "compute_advantages",
     "entropy_from_logits",
     "filter_groups",
+    "group_scores",
     "kl_penalty",
+    "loss_normaliser",
     "policy_loss",
     "register_estimator",
+    "register_policy_loss",
+    "reward_variance_collapsed",
+    "should_reroll",
 ]

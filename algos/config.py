@@ -1,7 +1,8 @@
 """Typed algorithm options: the Hydra structured-config schema under the seeds' key names.
 
 ``algorithm.*`` -> :class:`AlgorithmConfig`, ``actor_rollout_ref.actor.*`` -> :class:`ActorConfig`,
-``actor_rollout_ref.rollout.rollout_filter_*`` -> :class:`RolloutFilterConfig`.
+``actor_rollout_ref.rollout.rollout_filter_*`` -> :class:`RolloutFilterConfig`, ``trainer.early_stop_*`` ->
+:class:`EarlyStopConfig`.
 They work with ``OmegaConf.structured``; ``OmegaConf.to_object`` builds the dataclasses and runs the
 validation in ``__post_init__`` (a ``ValueError`` naming the key and the allowed values).
 """
@@ -11,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from algos.estimators import ESTIMATORS, estimator_options
-from algos.filtering import check_filter_options
-from algos.losses import KL_KINDS, LOSS_AGG_MODES
+from algos.filtering import canonical_metric, check_filter_options
+from algos.losses import KL_KINDS, LOSS_AGG_MODES, POLICY_LOSSES
 
 
 def require(condition: bool, key: str, value: object, allowed: str) -> None:
@@ -26,7 +27,8 @@ class AlgorithmConfig:
     """``algorithm.*``: which advantage estimator and its options."""
 
     adv_estimator: str = "grpo"
-    """Registered estimator name: grpo, sr_grpo, rloo, reinforce_plus_plus (see ``algos.ESTIMATORS``)."""
+    """Registered estimator name: grpo, sr_grpo, rloo, reinforce_plus_plus, reinforce_plus_plus_baseline
+    (see ``algos.ESTIMATORS``)."""
     norm_adv_by_std_in_grpo: bool = True
     """grpo: divide by the in-group std (GRPO); false is Dr. GRPO."""
     soft_advantage_reweight: bool = False
@@ -58,6 +60,8 @@ class AlgorithmConfig:
 class ActorConfig:
     """``actor_rollout_ref.actor.*``: policy loss, KL loss and optimisation (verl/RAGEN names)."""
 
+    policy_loss: str = "vanilla"
+    """Registered policy loss (``algos.POLICY_LOSSES``): vanilla = PPO clip with clip-higher and dual clip."""
     loss_agg_mode: str = "token-mean"
     """token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm."""
     use_kl_loss: bool = False
@@ -76,10 +80,10 @@ class ActorConfig:
     """Entropy bonus weight, >= 0."""
     ppo_epochs: int = 1
     """Passes over each rollout batch, >= 1."""
-    ppo_mini_batch_size: int = 32
-    """Episodes per optimizer step, >= 1 (a smaller batch is one mini-batch)."""
-    lr: float = 1e-6
-    """Adam learning rate, > 0 (RAGEN's 3B value; small CPU models want larger)."""
+    ppo_mini_batch_size: int = 16
+    """Episodes per optimizer step, >= 1 (a smaller batch is one mini-batch; RAGEN's GPU runs use 32)."""
+    lr: float = 1e-5
+    """AdamW learning rate, > 0 (the CPU default for a 135M model; RAGEN's 3B runs use 1e-6)."""
     lr_warmup_steps: int = 0
     """Linear warmup length in optimizer steps, >= 0."""
     grad_clip: float = 1.0
@@ -89,6 +93,7 @@ class ActorConfig:
 
     def __post_init__(self) -> None:
         key = "actor_rollout_ref.actor."
+        require(self.policy_loss in POLICY_LOSSES, key + "policy_loss", self.policy_loss, str(sorted(POLICY_LOSSES)))
         require(
             self.loss_agg_mode in LOSS_AGG_MODES,
             key + "loss_agg_mode",
@@ -114,18 +119,53 @@ class RolloutFilterConfig:
     """``actor_rollout_ref.rollout.rollout_filter_*``: which groups :func:`algos.filter_groups` keeps."""
 
     rollout_filter_strategy: str = "top_k"
-    """top_k (value = groups kept) | ratio (fraction kept) | top_p (cumulative std share) | min_p."""
+    """top_k|top_k_abs (value = groups kept) | ratio|top_k_frac (fraction kept, RAGEN's top_k) | top_p | min_p."""
     rollout_filter_value: float = 8.0
     """Strategy parameter: integer >= 1 for top_k, (0, 1] for ratio/top_p, [0, 1] for min_p."""
     rollout_filter_type: str = "largest"
-    """largest keeps the most varied groups; smallest the least varied (ablation)."""
+    """largest keeps the highest-scoring groups; smallest the lowest (ablation)."""
     rollout_filter_include_zero: bool = True
-    """False drops zero-variance groups before ranking."""
+    """False drops zero-score groups before ranking."""
+    rollout_filter_metric: str = "reward_std"
+    """Group score: reward_std | reward | reward_sum | length | entropy | entropy_std (RAGEN's
+    reward_variance / entropy_variance name the std ones)."""
+    rollout_filter_top_p_prob_mode: str = "linear"
+    """top_p: linear (cumulative share of the score total) | softmax (nucleus over softmax(score))."""
+    rollout_filter_max_rerolls: int = 0
+    """0: a filter that would keep nothing keeps every group. N > 0: it keeps nothing and the trainer
+    collects a fresh batch, at most N times in a row, then stops with an error (RAGEN)."""
 
     def __post_init__(self) -> None:
         try:
             check_filter_options(
-                self.rollout_filter_strategy, self.rollout_filter_value, self.rollout_filter_type
+                self.rollout_filter_strategy,
+                self.rollout_filter_value,
+                self.rollout_filter_type,
+                self.rollout_filter_top_p_prob_mode,
             )
+            canonical_metric(self.rollout_filter_metric)
         except ValueError as error:
             raise ValueError(f"actor_rollout_ref.rollout: {error}") from None
+        key = "actor_rollout_ref.rollout.rollout_filter_max_rerolls"
+        require(self.rollout_filter_max_rerolls >= 0, key, self.rollout_filter_max_rerolls, ">= 0")
+
+
+@dataclass
+class EarlyStopConfig:
+    """``trainer.early_stop_*``: RAGEN's stop on reward-variance collapse (:func:`algos.reward_variance_collapsed`)."""
+
+    early_stop_on_zero_variance: bool = False
+    """Stop training once the in-group reward std has collapsed (see the three keys below)."""
+    early_stop_baseline_steps: int = 10
+    """Steps whose mean ``rollout/in_group_std`` is the baseline, >= 1."""
+    early_stop_window: int = 10
+    """Consecutive later steps that must all be below ``early_stop_ratio * baseline``, >= 1."""
+    early_stop_ratio: float = 0.1
+    """Collapse threshold as a fraction of the baseline, in (0, 1]."""
+
+    def __post_init__(self) -> None:
+        key = "trainer."
+        require(self.early_stop_baseline_steps >= 1, key + "early_stop_baseline_steps",
+                self.early_stop_baseline_steps, ">= 1")
+        require(self.early_stop_window >= 1, key + "early_stop_window", self.early_stop_window, ">= 1")
+        require(0 < self.early_stop_ratio <= 1, key + "early_stop_ratio", self.early_stop_ratio, "(0, 1]")

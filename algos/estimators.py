@@ -4,6 +4,8 @@
 one scalar episode reward per rollout. Each estimator returns advantages of the same shape (the trainer
 broadcasts them over every response token) and a flat ``dict[str, float]`` of metrics.
 Standard deviations are ``torch.std``'s default (unbiased), as verl and TRL compute them.
+A group of one rollout (``K == 1``) has no in-group statistics; as in verl, its baseline is mean 0 and
+std 1, so the group-relative estimators give ``A = r`` (up to ``1 / (1 + epsilon)``), with a warning.
 
 Adding an estimator is one function plus one decorator line::
 
@@ -14,6 +16,7 @@ Adding an estimator is one function plus one decorator line::
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -76,11 +79,25 @@ def _std_or_zero(values: torch.Tensor) -> float:
     return values.std().item() if values.numel() > 1 else 0.0
 
 
-def _require_group_size(rewards: torch.Tensor, estimator: str, reason: str) -> None:
-    if rewards.shape[1] < 2:
-        raise ValueError(
-            f"estimator {estimator!r} needs group_size >= 2 ({reason}), got group_size={rewards.shape[1]}"
-        )
+def group_baseline(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The estimators' per-group mean and std ``[G]``: ``group_mean_std``, or (0, 1) for groups of one (verl).
+
+    With ``K == 1`` it warns once per call site that the advantages are the raw rewards.
+    """
+    if rewards.shape[1] > 1:
+        return group_mean_std(rewards)
+    warnings.warn(
+        "group_size=1: no in-group baseline, so advantages are the raw rewards (verl: mean 0, std 1)",
+        stacklevel=3,
+    )
+    return rewards.new_zeros(rewards.shape[0]), rewards.new_ones(rewards.shape[0])
+
+
+def _whiten(values: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """``(v - mean(v)) / (std(v) + epsilon)`` over every element; exact zeros when all values are equal."""
+    if values.amax() == values.amin():
+        return torch.zeros_like(values)
+    return (values - values.mean()) / (values.std() + epsilon)
 
 
 @register_estimator("grpo")
@@ -98,9 +115,7 @@ def grpo(
     ``w_g = std_g / (max_g' std_g' + epsilon)``: ``A'_gk = w_g * A_gk``, so the most varied group keeps
     weight ~1 and zero-variance groups get 0.
     """
-    if norm_adv_by_std_in_grpo or soft_advantage_reweight:
-        _require_group_size(rewards, "grpo", "the in-group std needs two rewards")
-    mean, std = group_mean_std(rewards)
+    mean, std = group_baseline(rewards)
     advantages = rewards - mean[:, None]
     if norm_adv_by_std_in_grpo:
         advantages = advantages / (std[:, None] + epsilon)
@@ -128,8 +143,7 @@ def sr_grpo(
     """
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
-    _require_group_size(rewards, "sr_grpo", "the in-group std needs two rewards")
-    mean, std = group_mean_std(rewards)
+    mean, std = group_baseline(rewards)
     z = (rewards - mean[:, None]) / (std[:, None] + epsilon)
     weights = torch.softmax(z / tau, dim=1)  # torch's softmax subtracts the row max: stable
     soft_advantage = (weights * rewards).sum(dim=1)
@@ -143,15 +157,14 @@ def sr_grpo(
 
 @register_estimator("rloo")
 def rloo(rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """REINFORCE leave-one-out: ``A_k = r_k - mean_{j != k} r_j = K / (K - 1) * (r_k - mean)``."""
-    _require_group_size(rewards, "rloo", "the leave-one-out baseline needs two rewards")
+    """REINFORCE leave-one-out: ``A_k = r_k - mean_{j != k} r_j = K / (K - 1) * (r_k - mean)``; ``A = r`` when K = 1."""
     group_size = rewards.shape[1]
-    mean, _ = group_mean_std(rewards)
-    return (rewards - mean[:, None]) * group_size / (group_size - 1), {}
+    mean, _ = group_baseline(rewards)
+    return (rewards - mean[:, None]) * group_size / max(group_size - 1, 1), {}
 
 
-@register_estimator("reinforce_plus_plus")
-def reinforce_plus_plus(
+@register_estimator("reinforce_plus_plus_baseline")
+def reinforce_plus_plus_baseline(
     rewards: torch.Tensor, *, epsilon: float = 1e-6
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """REINFORCE++ with group baseline (verl's ``reinforce_plus_plus_baseline``).
@@ -160,10 +173,23 @@ def reinforce_plus_plus(
     (verl whitens the token-level copies, weighting each rollout by its response length; here each
     rollout counts once.)
     """
-    _require_group_size(rewards, "reinforce_plus_plus", "the group-mean baseline needs two rewards")
-    mean, _ = group_mean_std(rewards)
-    baselined = rewards - mean[:, None]
-    return (baselined - baselined.mean()) / (baselined.std() + epsilon), {}
+    mean, _ = group_baseline(rewards)
+    return _whiten(rewards - mean[:, None], epsilon), {}
+
+
+@register_estimator("reinforce_plus_plus")
+def reinforce_plus_plus(
+    rewards: torch.Tensor, *, epsilon: float = 1e-6
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """REINFORCE++ without a group baseline (verl's ``reinforce_plus_plus``): the returns whitened over the batch.
+
+    ``A = (r - mean(r)) / (std(r) + epsilon)`` over all ``G * K`` rollouts; the groups play no part.
+    verl computes discounted token returns ``R_t = gamma^(T-1-t) * r`` (the outcome reward sits on the
+    last token) and whitens them over all response tokens. TurnRL uses verl's default ``gamma = 1``,
+    where every token's return is the episode reward ``r``, and counts each rollout once instead of once
+    per response token.
+    """
+    return _whiten(rewards, epsilon), {}
 
 
 def compute_advantages(

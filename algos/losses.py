@@ -6,10 +6,30 @@ policy generated; only those contribute.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 KL_KINDS = ("kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3")
+
+PolicyLoss = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+POLICY_LOSSES: dict[str, PolicyLoss] = {}
+"""Policy losses by ``actor_rollout_ref.actor.policy_loss`` name. Each takes
+``(logp, old_logp, advantages, mask, *, clip_ratio_low, clip_ratio_high, clip_ratio_c, loss_agg_mode,
+normaliser)`` and returns the aggregated loss and its metrics."""
+
+
+def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
+    """Decorator adding a policy loss to :data:`POLICY_LOSSES` under ``name``."""
+
+    def add(function: PolicyLoss) -> PolicyLoss:
+        if name in POLICY_LOSSES:
+            raise ValueError(f"policy loss {name!r} is already registered")
+        POLICY_LOSSES[name] = function
+        return function
+
+    return add
 
 
 def _check_same_shape(**tensors: torch.Tensor) -> None:
@@ -23,40 +43,61 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def aggregate_loss(
-    loss_mat: torch.Tensor, loss_mask: torch.Tensor, loss_agg_mode: str, norm_length: int | None = None
-) -> torch.Tensor:
-    """Reduce a per-token loss ``[B, T]`` to a scalar.
+def loss_normaliser(loss_mask: torch.Tensor, loss_agg_mode: str, norm_length: int | None = None) -> float:
+    """The denominator :func:`aggregate_loss` divides by for ``loss_mask [B, T]``.
 
-    - ``token-mean``: ``sum_bt m*l / sum_bt m`` (every token of the batch weighs the same).
-    - ``seq-mean-token-sum``: mean over sequences of ``sum_t m*l`` (Dr. GRPO).
-    - ``seq-mean-token-mean``: mean over sequences of ``sum_t m*l / sum_t m`` (original GRPO).
-    - ``seq-mean-token-sum-norm``: ``sum_bt m*l / norm_length``, a fixed normaliser, by default ``T``;
-      ``norm_length`` is used by this mode only.
+    - ``token-mean``: the number of unmasked tokens;
+    - ``seq-mean-token-sum`` / ``seq-mean-token-mean``: the number of sequences with an unmasked token;
+    - ``seq-mean-token-sum-norm``: ``norm_length`` (default ``T``), a constant.
 
-    The seq-mean modes average over sequences with at least one unmasked token, so empty rows never
-    give NaN; an all-empty mask gives 0.
+    Counts are floored at 1, so an all-empty mask aggregates to 0, never NaN. Pass a whole mini-batch's
+    value to each of its micro-batches (the way verl's ``agg_loss`` takes global counts): their
+    aggregates then add up to the mini-batch's exactly.
     """
     if loss_agg_mode not in LOSS_AGG_MODES:
         raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; allowed: {list(LOSS_AGG_MODES)}")
-    _check_same_shape(loss_mat=loss_mat, loss_mask=loss_mask)
-    if loss_mat.dim() != 2:
-        raise ValueError(f"loss_mat must have shape [batch, tokens], got {tuple(loss_mat.shape)}")
-    mask = loss_mask.to(loss_mat.dtype)
-    if loss_agg_mode == "token-mean":
-        return masked_mean(loss_mat, mask)
     if loss_agg_mode == "seq-mean-token-sum-norm":
         norm_length = loss_mask.shape[-1] if norm_length is None else norm_length
         if norm_length <= 0:
             raise ValueError(f"norm_length must be > 0, got {norm_length}")
-        return (loss_mat * mask).sum() / norm_length
-    token_counts = mask.sum(dim=-1)
-    seq_losses = (loss_mat * mask).sum(dim=-1)
+        return float(norm_length)
+    if loss_agg_mode == "token-mean":
+        return float(max(int(loss_mask.sum()), 1))
+    return float(max(int((loss_mask.sum(dim=-1) > 0).sum()), 1))
+
+
+def aggregate_loss(
+    loss_mat: torch.Tensor,
+    loss_mask: torch.Tensor,
+    loss_agg_mode: str,
+    norm_length: int | None = None,
+    normaliser: float | None = None,
+) -> torch.Tensor:
+    """Reduce a per-token loss ``[B, T]`` to a scalar: a masked sum divided by ``normaliser``.
+
+    - ``token-mean``: ``sum_bt m*l / N_tokens`` (every token of the batch weighs the same).
+    - ``seq-mean-token-sum``: ``sum_b (sum_t m*l) / N_seqs`` (Dr. GRPO).
+    - ``seq-mean-token-mean``: ``sum_b (sum_t m*l / sum_t m) / N_seqs`` (original GRPO).
+    - ``seq-mean-token-sum-norm``: ``sum_bt m*l / norm_length``, a fixed normaliser, by default ``T``.
+
+    ``normaliser`` defaults to :func:`loss_normaliser` of this batch; a micro-batch passes its
+    mini-batch's. ``norm_length`` is read by the last mode only.
+    """
+    _check_same_shape(loss_mat=loss_mat, loss_mask=loss_mask)
+    if loss_mat.dim() != 2:
+        raise ValueError(f"loss_mat must have shape [batch, tokens], got {tuple(loss_mat.shape)}")
+    if normaliser is None:
+        normaliser = loss_normaliser(loss_mask, loss_agg_mode, norm_length)
+    elif loss_agg_mode not in LOSS_AGG_MODES:
+        raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; allowed: {list(LOSS_AGG_MODES)}")
+    mask = loss_mask.to(loss_mat.dtype)
+    token_losses = loss_mat * mask
     if loss_agg_mode == "seq-mean-token-mean":
-        seq_losses = seq_losses / token_counts.clamp(min=1)
-    return masked_mean(seq_losses, (token_counts > 0).to(loss_mat.dtype))
+        return (token_losses.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)).sum() / normaliser
+    return token_losses.sum() / normaliser
 
 
+@register_policy_loss("vanilla")
 def policy_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -66,8 +107,10 @@ def policy_loss(
     clip_ratio_high: float = 0.2,
     clip_ratio_c: float = 3.0,
     loss_agg_mode: str = "token-mean",
+    normaliser: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO clipped surrogate with clip-higher bounds and dual clip, aggregated by ``loss_agg_mode``.
+    """PPO clipped surrogate with clip-higher bounds and dual clip, aggregated by ``loss_agg_mode``
+    (over ``normaliser``, see :func:`aggregate_loss`). Registered as ``vanilla``, verl's name.
 
     ``ratio = exp(logp - old_logp)``;
     ``L_clip = max(-A * ratio, -A * clamp(ratio, 1 - clip_ratio_low, 1 + clip_ratio_high))``;
@@ -97,7 +140,7 @@ def policy_loss(
         ).item(),
         "actor/ppo_kl": masked_mean(-log_ratio, mask).item(),
     }
-    return aggregate_loss(losses, mask, loss_agg_mode), metrics
+    return aggregate_loss(losses, mask, loss_agg_mode, normaliser=normaliser), metrics
 
 
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str) -> torch.Tensor:

@@ -7,6 +7,10 @@ The payouts are not shown: the agent can only judge the arms by their names.
 
 Action ids are fixed (0 = low-risk arm, 1 = high-risk arm); the order in which the arms are shown
 ("Arm 1", "Arm 2") is drawn at reset from the level seed. Success = the pulled arm has the higher mean.
+
+`name_split` picks the arm names as RAGEN does for its train and validation envs: "train" is
+Phoenix / Dragon (RAGEN's Bandit), "test" the held-out Trader / Librarian (RAGEN's BanditTest), so
+validation asks whether the name-reading generalises. Explicit `low_risk_name` / `high_risk_name` win.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from envs.base import OBSERVATION_CHARSET, TextEnv, normalise_action_text
 from envs.rendering import Tile, draw_grid
 
 LOW_RISK, HIGH_RISK = 0, 1
+ARM_NAME_SPLITS: dict[str, tuple[str, str]] = {"train": ("Phoenix", "Dragon"), "test": ("Trader", "Librarian")}
+"""(low-risk name, high-risk name) of each `name_split`, RAGEN's Bandit and BanditTest."""
 _POSITION_ALIASES = (("1", "one", "first"), ("2", "two", "second"))
 _PALETTE = {
     "s": Tile((150, 150, 150), (("circle", (40, 90, 200)),)),  # low-risk arm
@@ -36,14 +42,21 @@ class BanditEnv(TextEnv):
 
     def __init__(
         self,
-        low_risk_name: str = "Phoenix",
-        high_risk_name: str = "Dragon",
+        low_risk_name: str | None = None,
+        high_risk_name: str | None = None,
         low_risk_reward: float = 0.1,
         high_risk_reward: float = 1.0,
         high_risk_prob: float = 0.25,
         high_risk_miss_reward: float = 0.0,
+        name_split: str = "train",
         render_mode: str | None = None,
     ) -> None:
+        if name_split not in ARM_NAME_SPLITS:
+            raise ValueError(f"name_split={name_split!r} is invalid; allowed: {sorted(ARM_NAME_SPLITS)}")
+        split_low, split_high = ARM_NAME_SPLITS[name_split]
+        low_risk_name = split_low if low_risk_name is None else low_risk_name
+        high_risk_name = split_high if high_risk_name is None else high_risk_name
+        self.name_split = name_split
         names = {"low_risk_name": low_risk_name, "high_risk_name": high_risk_name}
         for key, name in names.items():
             _check_arm_name(key, name)

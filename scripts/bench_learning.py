@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agents.backends.base import vllm_is_faster_here  # noqa: E402
+from agents.backends.hardware import vllm_is_faster_here  # noqa: E402
 from algos.training.schema import register_schema, validate  # noqa: E402
 
 BANDIT_RUN = [  # 4 levels x 8 pulls per step, answer-only replies, sampled validation every 10 steps

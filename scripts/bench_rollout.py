@@ -156,7 +156,7 @@ def measure(
     start = time.perf_counter()
     recorder.deadline = start + (args.time_cap_s or float("inf"))
     try:
-        batch = engine.rollout(step=0, params=params)
+        batch = engine.rollout(step=1, params=params)
         final_tokens, partial = float(batch.attention_mask.sum()), False
     except OverTime:
         final_tokens, partial = float(played_tokens(recorder.calls)), True
@@ -168,7 +168,7 @@ def measure(
     row = {
         "backend": name,
         "partial": partial,
-        "episodes": config.env_groups * config.group_size,
+        "episodes": args.env_groups * args.group_size,
         "generate_calls": len(recorder.calls),
         "generated_tokens": tokens,
         "rollout_seconds": round(rollout_seconds, 3),
@@ -300,11 +300,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model_and_tokenizer(str(default_model_dir()), dtype=args.hf_dtype)
     model.eval()
-    config = AgentConfig(
+    config = AgentConfig.of(
         env=args.env,
         env_groups=args.env_groups,
         group_size=args.group_size,
-        max_turns=args.max_turns,
+        max_turn=args.max_turns,
         max_model_len=args.max_model_len,
         show_progress=False,
     )

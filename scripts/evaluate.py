@@ -37,8 +37,8 @@ from algos.training.checkpoint import (  # noqa: E402
     load_weights,
 )
 from algos.training.export import export_step, exported_model  # noqa: E402
+from algos.training.policy import load_policy  # noqa: E402
 from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig, register_schema, validate  # noqa: E402
-from algos.training.trainer import agent_config, load_policy  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EMBEDDED = "embedded"
@@ -146,7 +146,7 @@ def make_engine(policy: Policy, env: str) -> tuple[RolloutEngine, TurnRLConfig]:
     backend = make_backend(rollout.name, policy.model, policy.tokenizer, model_dir, kv_cache_gib=rollout.kv_cache_gib,
                            multi_turn=config.agent_proxy.max_turn > 1)
     backend.update_weights(policy.model)
-    return RolloutEngine(agent_config(config), policy.tokenizer, backend), config
+    return RolloutEngine(config.agent_config(), policy.tokenizer, backend), config
 
 
 def sampling(mode: str, config: TurnRLConfig, temperature: float, seed: int) -> SamplingParams:

@@ -125,9 +125,10 @@ def render_episode(policy, env: str, seed: int, out: Path, temperature: float = 
                             seed=sampling_seed)
     batch = engine.play([seed], 1, params, (_RENDER_STREAM,), f"{env} seed {seed}")
     agent = engine.config
-    first_frame, turns, success = replay(env, agent.env_kwargs, seed, batch.turns[0], agent.enable_think,
-                                         agent.max_actions_per_turn, engine.max_actions_per_traj)
-    reward = sum(t.env_reward + (0.0 if t.format_ok else agent.format_penalty) for t in turns)
+    first_frame, turns, success = replay(env, agent.env.kwargs, seed, batch.turns[0], agent.agent_proxy.enable_think,
+                                         agent.agent_proxy.max_actions_per_turn, engine.max_actions_per_traj)
+    format_penalty = agent.es_manager.format_penalty
+    reward = sum(t.env_reward + (0.0 if t.format_ok else format_penalty) for t in turns)
     episode_reward = float(batch.episode_reward[0])
     if success != bool(batch.success[0]) or not np.isclose(reward, episode_reward, atol=1e-5):
         raise RuntimeError(f"replay diverged from the episode: success {success} vs {bool(batch.success[0])}, "
@@ -140,7 +141,7 @@ def render_episode(policy, env: str, seed: int, out: Path, temperature: float = 
     summary = (f"{policy.description} | {env} level {seed} | {mode} | {len(turns)} turns, "
                f"{len(frames) - 1} actions | reward {episode_reward:+g} | success {success}")
     (out / "episode.html").write_text(html_page(f"{env} seed {seed}", summary, first_frame, turns,
-                                                agent.format_penalty))
+                                                format_penalty))
     record = {"policy": policy.description, "env": env, "seed": seed, "temperature": temperature,
               "success": success, "reward": episode_reward, "num_turns": len(turns), "num_frames": len(frames),
               "turns": [{"observation": t.observation, "reply": t.reply, "actions": t.actions,

@@ -42,7 +42,7 @@ class SeededAnswers(FixedAnswers):
 
     def play(self, group_seeds: list[int], group_size: int, params, sampling_key=(), description="") -> RolloutBatch:
         self.env_groups = len(group_seeds)
-        batch = super().rollout(0, params)
+        batch = super().rollout(1, params)
         levels = torch.tensor(group_seeds).repeat_interleave(group_size)
         batch.episode_reward = batch.episode_reward * (1.0 + levels % 3)
         batch.seeds = levels
@@ -50,9 +50,9 @@ class SeededAnswers(FixedAnswers):
         return batch
 
     def rollout(self, step: int, params, groups=None, shard=None) -> RolloutBatch:
-        if step == 0 and os.environ.get("SIGTERM_RANK") == str(rank_and_world()[0]):
+        if step == 1 and os.environ.get("SIGTERM_RANK") == str(rank_and_world()[0]):
             os.kill(os.getpid(), signal.SIGTERM)
-        first = self.first_seed + step * self.groups_per_step
+        first = self.first_seed + (step - 1) * self.groups_per_step
         share = range(self.groups_per_step) if groups is None else groups
         return self.play([first + g for g in share], self.group_size, params)
 

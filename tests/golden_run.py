@@ -17,28 +17,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GOLDEN_RUNS``; ``tests/test_golden_metrics.py`` reruns them and compares with the committed
-``tests/fixtures/golden_metrics.json`` (made before the architecture move, at commit 10c14c8).
-Timing and memory figures are left out: they are not behaviour.
-"""
-
-from __future__ import annotations
-
-import json
-import sys
-import tempfile
-from pathlib import Path
-
-import torch
-from hydra import compose, initialize_config_dir
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 COMMON = [
     "logger=console",
     "logger.progress_bar=false",
     "actor_rollout_ref.model.path=tiny-random",
     "actor_rollout_ref.rollout.name=hf",
-    "actor_rollout_ref.rollout.response_length=8",
+    "actor_rollout_ref.rollout.response_length=12",
     "es_manager.train.env_groups=2",
     "es_manager.train.group_size=4",
     "es_manager.val.env_groups=2",
@@ -48,7 +32,9 @@ COMMON = [
     "actor_rollout_ref.actor.lr=1e-3",
     "trainer.total_training_steps=3",
     "trainer.test_freq=3",
-    "format_warmup.steps=0",
+    "format_warmup.steps=80",
+    "format_warmup.lr=1e-2",
+    "agent_proxy.enable_think=false",
 ]
 GOLDEN_RUNS = {
     "sokoban_drgrpo_soft": ["env=sokoban", "algo=drgrpo_soft", "agent_proxy.max_turn=2"],
@@ -60,7 +46,8 @@ def is_behaviour(key: str) -> bool:
     return not key.startswith("timing/") and "seconds" not in key
 
 
-def run(name: str, compose_config, validate, train) -> list[dict[str, float]]:
+def run(name: str, validate, train) -> list[dict[str, float]]:
+    """The metrics rows (behaviour keys only) of golden run ``name``, made with ``validate`` and ``train``."""
     torch.set_num_threads(1)
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = compose(config_name="config", overrides=[*COMMON, *GOLDEN_RUNS[name]])
@@ -72,9 +59,9 @@ def run(name: str, compose_config, validate, train) -> list[dict[str, float]]:
 
 
 if __name__ == "__main__":
-    from algos.training.schema import register_schema, validate  # the pre-move paths
+    from algos.training.schema import register_schema, validate
     from algos.training.trainer import train
 
     register_schema()
-    out = {name: run(name, None, validate, train) for name in GOLDEN_RUNS}
+    out = {name: run(name, validate, train) for name in GOLDEN_RUNS}
     Path(sys.argv[1]).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")

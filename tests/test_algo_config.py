@@ -9,7 +9,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from algos import ActorConfig, AlgorithmConfig, RolloutFilterConfig
+from algos import ActorConfig, AlgorithmConfig, EarlyStopConfig, RolloutFilterConfig
 
 ALGO_DIR = Path(__file__).resolve().parents[1] / "conf" / "algo"
 
@@ -47,6 +47,31 @@ def test_defaults():
         1,
     )
     assert (rollout.rollout_filter_strategy, rollout.rollout_filter_value) == ("top_k", 8.0)
+    assert (rollout.rollout_filter_metric, rollout.rollout_filter_top_p_prob_mode) == ("reward_std", "linear")
+    assert rollout.rollout_filter_max_rerolls == 0
+    early_stop = EarlyStopConfig()
+    assert (early_stop.early_stop_on_zero_variance, early_stop.early_stop_baseline_steps) == (False, 10)
+    assert (early_stop.early_stop_window, early_stop.early_stop_ratio) == (10, 0.1)
+
+
+def test_ragen_filter_names_are_accepted():
+    rollout = RolloutFilterConfig(rollout_filter_strategy="top_k_frac", rollout_filter_value=0.5,
+                                  rollout_filter_metric="reward_variance", rollout_filter_top_p_prob_mode="softmax")
+    assert rollout.rollout_filter_strategy == "top_k_frac"
+    RolloutFilterConfig(rollout_filter_strategy="top_k_abs", rollout_filter_value=4)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("early_stop_baseline_steps", 0, "trainer.early_stop_baseline_steps=0 is invalid; allowed: >= 1"),
+        ("early_stop_window", 0, "trainer.early_stop_window=0 is invalid; allowed: >= 1"),
+        ("early_stop_ratio", 1.5, r"trainer.early_stop_ratio=1.5 is invalid; allowed: \(0, 1\]"),
+    ],
+)
+def test_early_stop_config_names_bad_values(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        EarlyStopConfig(**{key: value})
 
 
 @pytest.mark.parametrize(
@@ -58,6 +83,7 @@ def test_defaults():
         ("sr_grpo", "sr_grpo", True, False, "seq-mean-token-mean", True),
         ("rloo", "rloo", True, False, "token-mean", False),
         ("reinforce_plus_plus", "reinforce_plus_plus", True, False, "token-mean", False),
+        ("reinforce_plus_plus_baseline", "reinforce_plus_plus_baseline", True, False, "token-mean", False),
     ],
 )
 def test_algo_yaml_sets_the_seed_table(name, estimator, norm, soft, agg, use_kl):
@@ -85,6 +111,7 @@ def test_every_algo_yaml_is_tested():
         "sr_grpo",
         "rloo",
         "reinforce_plus_plus",
+        "reinforce_plus_plus_baseline",
     }
 
 
@@ -129,6 +156,17 @@ def test_hydra_composes_algo_group_at_global_package(tmp_path):
         ),
         ("actor_rollout_ref.rollout.rollout_filter_type", "most", r"rollout_filter_type 'most'; allowed"),
         ("actor_rollout_ref.rollout.rollout_filter_value", 2.5, "'top_k' must be an integer >= 1, got 2.5"),
+        ("actor_rollout_ref.rollout.rollout_filter_metric", "bogus", r"rollout_filter_metric 'bogus'; allowed"),
+        (
+            "actor_rollout_ref.rollout.rollout_filter_top_p_prob_mode",
+            "exp",
+            r"rollout_filter_top_p_prob_mode 'exp'; allowed: \['linear', 'softmax'\]",
+        ),
+        (
+            "actor_rollout_ref.rollout.rollout_filter_max_rerolls",
+            -1,
+            "rollout_filter_max_rerolls=-1 is invalid; allowed: >= 0",
+        ),
     ],
 )
 def test_invalid_values_name_the_key_and_allowed_values(path, value, message):

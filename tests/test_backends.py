@@ -6,13 +6,8 @@ import pytest
 import torch
 
 from agents.backends import HFBackend, SamplingParams, make_backend
-from agents.backends.base import (
-    cpu_has_native_bf16,
-    default_vllm_dtype,
-    resolve_caps,
-    trim_completion,
-    vllm_is_faster_here,
-)
+from agents.backends.base import resolve_caps, trim_completion
+from agents.backends.hardware import cpu_has_native_bf16, default_vllm_dtype, vllm_is_faster_here
 from agents.model import build_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -168,14 +163,14 @@ def test_make_backend_names(tokenizer, tiny):
 def test_auto_takes_vllm_where_it_was_measured_faster(monkeypatch, cuda, native_bf16, multi_turn, expected):
     """The rule of ``vllm_is_faster_here``: CUDA, native-bf16 CPUs and multi-turn work go to vLLM; one turn
     on a CPU without native bf16 stays on hf; without vLLM installed, always hf."""
-    from agents.backends import base
+    from agents.backends import hardware
 
-    monkeypatch.setattr(base.torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(base, "cpu_has_native_bf16", lambda: native_bf16)
-    monkeypatch.setattr(base.importlib.util, "find_spec", lambda name: object())
-    assert base.vllm_is_faster_here(multi_turn) is expected
-    monkeypatch.setattr(base.importlib.util, "find_spec", lambda name: None)
-    assert base.vllm_is_faster_here(multi_turn) is False
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: object())
+    assert hardware.vllm_is_faster_here(multi_turn) is expected
+    monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: None)
+    assert hardware.vllm_is_faster_here(multi_turn) is False
 
 
 def test_native_bf16_is_read_from_the_cpu_flags():

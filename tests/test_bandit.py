@@ -124,3 +124,15 @@ def test_invalid_action_pays_nothing_and_ends_the_episode() -> None:
 def test_bad_arguments_raise_value_error_naming_them(kwargs: dict, bad: str) -> None:
     with pytest.raises(ValueError, match=bad):
         BanditEnv(**kwargs)
+
+
+def test_name_split_test_uses_ragens_held_out_names() -> None:
+    env = BanditEnv(name_split="test")
+    assert env.action_names == ("Trader", "Librarian") and env.name_split == "test"
+    obs, _ = env.reset(seed=0)
+    assert obs == "Arm 1: Trader\nArm 2: Librarian\nPull one arm."  # seed 0 shows the low-risk arm first
+    assert env.best_arm == HIGH_RISK and env.parse_action("librarian") == HIGH_RISK
+    assert BanditEnv(name_split="train").action_names == BanditEnv().action_names == ("Phoenix", "Dragon")
+    assert BanditEnv(name_split="test", high_risk_name="Gambler").action_names == ("Trader", "Gambler")
+    with pytest.raises(ValueError, match=r"name_split='val' is invalid; allowed: \['test', 'train'\]"):
+        BanditEnv(name_split="val")

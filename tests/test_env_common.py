@@ -39,11 +39,26 @@ DIGESTS = {
     "frozenlake": "73317fca53631aad89504b3381ea0bc7fdcded6228dc665e921e281e716315ed",
     "sokoban": "312851adcfb93d069d909587468fb5188e762516f2814dceac090ccb5cfacde6",
 }
+# The same for each observation format and arm-name split (RAGEN's Coord* envs and BanditTest).
+VARIANT_KWARGS = {
+    "bandit/test": ("bandit", {"name_split": "test"}),
+    "frozenlake/coord": ("frozenlake", {"observation_format": "coord"}),
+    "frozenlake/grid_coord": ("frozenlake", {"observation_format": "grid_coord"}),
+    "sokoban/coord": ("sokoban", {"observation_format": "coord"}),
+    "sokoban/grid_coord": ("sokoban", {"observation_format": "grid_coord"}),
+}
+VARIANT_DIGESTS = {
+    "bandit/test": "77318d5082401c1e75cab0575960801fa04eb09e9fcf03f0fc5c1d8d759b63ea",
+    "frozenlake/coord": "5be845e646dbbd74a062bec1f6764e26c5509273049b319e6a122175b83fb657",
+    "frozenlake/grid_coord": "a1380394266c57ebce28ea4247c3e3e70c7d9f349a5a85d13ad2a0fccc30578f",
+    "sokoban/coord": "9d2e6df0adde011dd41cab5fd4ceb8214ec90db4b3ef622d303438e7021c8203",
+    "sokoban/grid_coord": "3c66ab4c165cab8297dac56a22693fa06d3a64092405f6688e097f7d25f1167f",
+}
 
 
-def initial_obs_digest(name: str) -> str:
+def initial_obs_digest(name: str, **kwargs: object) -> str:
     """sha256 of the initial observations of seeds 0..99, joined by NUL characters."""
-    env = envs.make(name)
+    env = envs.make(name, **kwargs)
     text = "\x00".join(env.reset(seed=seed)[0] for seed in range(100))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -133,15 +148,22 @@ def test_initial_observation_digest_is_pinned(name: str) -> None:
     assert initial_obs_digest(name) == DIGESTS[name]
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANT_KWARGS))
+def test_initial_observation_digest_of_each_format_is_pinned(variant: str) -> None:
+    name, kwargs = VARIANT_KWARGS[variant]
+    assert initial_obs_digest(name, **kwargs) == VARIANT_DIGESTS[variant]
+
+
 def test_initial_observation_digests_match_in_a_fresh_process() -> None:
-    names = [name for name in DIGESTS if name != "sokoban" or SOKOBAN_EXISTS]
+    cases = {name: (name, {}) for name in DIGESTS} | VARIANT_KWARGS
+    cases = {case: args for case, args in cases.items() if args[0] != "sokoban" or SOKOBAN_EXISTS}
     code = (
         "import hashlib, json, envs\n"
         + inspect.getsource(initial_obs_digest)
-        + f"print(json.dumps({{name: initial_obs_digest(name) for name in {names!r}}}))"
+        + f"print(json.dumps({{case: initial_obs_digest(name, **kwargs) for case, (name, kwargs) in {cases!r}.items()}}))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    assert json.loads(result.stdout) == {name: DIGESTS[name] for name in names}
+    assert json.loads(result.stdout) == {case: (DIGESTS | VARIANT_DIGESTS)[case] for case in cases}
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
@@ -231,3 +253,21 @@ def test_save_episode_writes_png_strip_and_gif(tmp_path: Path) -> None:
         save_episode([], tmp_path / "episode.png")
     with pytest.raises(ValueError, match=r"frames\[0\]"):
         save_episode([np.zeros((4, 4), dtype=np.uint8)], tmp_path / "episode.png")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANT_KWARGS))
+def test_format_variants_pass_check_env_and_draw_the_default_picture(variant: str) -> None:
+    name, kwargs = VARIANT_KWARGS[variant]
+    if name == "sokoban" and not SOKOBAN_EXISTS:
+        pytest.skip("envs/sokoban.py not written yet")
+    env = envs.make(name, render_mode="rgb_array", **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env)
+    default = envs.make(name, render_mode="rgb_array")
+    env.reset(seed=0)
+    default.reset(seed=0)
+    assert np.array_equal(env.render(), default.render())  # same level, same picture: only the text differs
+    text_env = envs.make(name, render_mode="ansi", **kwargs)
+    obs, _ = text_env.reset(seed=0)
+    assert text_env.render() == obs

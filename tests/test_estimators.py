@@ -16,7 +16,7 @@ EPS = 1e-6
 
 
 def test_registry_holds_the_builtin_estimators():
-    assert set(ESTIMATORS) >= {"grpo", "sr_grpo", "rloo", "reinforce_plus_plus"}
+    assert set(ESTIMATORS) >= {"grpo", "sr_grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline"}
 
 
 def test_grpo_normalises_by_group_std():
@@ -82,15 +82,39 @@ def test_rloo_uses_leave_one_out_mean():
     torch.testing.assert_close(adv, expected)
 
 
-def test_reinforce_plus_plus_whitens_over_the_batch():
-    adv, metrics = compute_advantages(REWARDS, "reinforce_plus_plus", epsilon=EPS)
+def test_reinforce_plus_plus_baseline_whitens_over_the_batch():
+    adv, metrics = compute_advantages(REWARDS, "reinforce_plus_plus_baseline", epsilon=EPS)
     # baselined: (0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0): batch mean 0, unbiased std sqrt(1/7)
     a = 0.5 / (math.sqrt(1 / 7) + EPS)
     torch.testing.assert_close(adv, torch.tensor([[a, -a, -a, a], [0.0] * 4]))
     assert metrics["train/adv_std"] == pytest.approx(1.0, abs=1e-4)
 
 
-@pytest.mark.parametrize("estimator", ["grpo", "sr_grpo", "rloo", "reinforce_plus_plus"])
+# Group 0 (1, 0) has mean 0.5; group 1 (3, 3) is constant. Batch mean 1.75, unbiased batch std 1.5.
+TWO_GROUPS = torch.tensor([[1.0, 0.0], [3.0, 3.0]])
+
+
+def test_reinforce_plus_plus_whitens_rewards_without_group_baseline():
+    adv, _ = compute_advantages(TWO_GROUPS, "reinforce_plus_plus", epsilon=EPS)
+    # deviations from 1.75: -0.75, -1.75, 1.25, 1.25; squares sum 6.75, / 3 = 2.25 -> std 1.5
+    expected = torch.tensor([[-0.75, -1.75], [1.25, 1.25]]) / (1.5 + EPS)
+    torch.testing.assert_close(adv, expected)
+
+
+def test_reinforce_plus_plus_variants_differ_on_the_same_batch():
+    # with the group baseline: (0.5, -0.5, 0, 0), mean 0, std sqrt(0.5 / 3) -> +-sqrt(1.5) and exact zeros
+    adv, _ = compute_advantages(TWO_GROUPS, "reinforce_plus_plus_baseline", epsilon=EPS)
+    a = 0.5 / (math.sqrt(0.5 / 3) + EPS)
+    torch.testing.assert_close(adv, torch.tensor([[a, -a], [0.0, 0.0]]))
+    assert a == pytest.approx(math.sqrt(1.5), rel=1e-5)
+
+
+def test_reinforce_plus_plus_of_a_constant_batch_is_zero():
+    adv, _ = compute_advantages(torch.tensor([[-0.1] * 3, [-0.1] * 3]), "reinforce_plus_plus")
+    assert (adv == 0).all()
+
+
+@pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
 @pytest.mark.parametrize("rewards", [[[0.3] * 16], [[0.3] * 7, [-0.1] * 7], [[1.0, 2.0]]])
 def test_single_group_and_all_equal_batches_stay_finite(estimator, rewards):
     adv, metrics = compute_advantages(torch.tensor(rewards), estimator)
@@ -98,23 +122,39 @@ def test_single_group_and_all_equal_batches_stay_finite(estimator, rewards):
     assert all(math.isfinite(value) for value in metrics.values())
 
 
-@pytest.mark.parametrize("estimator", ["grpo", "rloo", "reinforce_plus_plus"])
+@pytest.mark.parametrize("estimator", ["grpo", "rloo", "reinforce_plus_plus_baseline"])
 def test_constant_groups_get_exactly_zero_advantage(estimator):
     adv, _ = compute_advantages(torch.tensor([[0.3] * 16, [0.0] * 8 + [1.0] * 8]), estimator)
     assert (adv[0] == 0).all()
 
 
-@pytest.mark.parametrize("estimator", ["sr_grpo", "rloo", "reinforce_plus_plus"])
-def test_group_size_one_is_rejected(estimator):
-    with pytest.raises(ValueError, match="group_size >= 2"):
-        compute_advantages(torch.tensor([[1.0], [0.0]]), estimator)
+# Groups of one: verl's mean 0 / std 1 baseline, so the group-relative estimators return the rewards.
+SINGLES = torch.tensor([[1.0], [0.0], [3.0]])
+SINGLES_WHITENED = (SINGLES - 4 / 3) / (math.sqrt(7 / 3) + EPS)  # batch mean 4/3, unbiased std sqrt(7/3)
 
 
-def test_group_size_one_without_std_is_allowed_for_drgrpo():
-    adv, _ = compute_advantages(torch.tensor([[1.0], [0.0]]), "grpo", norm_adv_by_std_in_grpo=False)
-    assert (adv == 0).all()
-    with pytest.raises(ValueError, match="group_size >= 2"):
-        compute_advantages(torch.tensor([[1.0], [0.0]]), "grpo")
+@pytest.mark.parametrize(
+    ("estimator", "options", "expected"),
+    [
+        ("grpo", {}, SINGLES / (1 + EPS)),
+        ("grpo", {"norm_adv_by_std_in_grpo": False}, SINGLES),
+        ("grpo", {"norm_adv_by_std_in_grpo": False, "soft_advantage_reweight": True}, SINGLES / (1 + EPS)),
+        ("sr_grpo", {}, SINGLES),
+        ("rloo", {}, SINGLES),
+        ("reinforce_plus_plus_baseline", {}, SINGLES_WHITENED),
+    ],
+)
+def test_group_size_one_follows_verl_with_a_warning(estimator, options, expected):
+    with pytest.warns(UserWarning, match="group_size=1: no in-group baseline"):
+        adv, _ = compute_advantages(SINGLES, estimator, epsilon=EPS, **options)
+    torch.testing.assert_close(adv, expected)
+
+
+def test_estimators_without_groups_or_with_two_per_group_do_not_warn(recwarn):
+    adv, _ = compute_advantages(SINGLES, "reinforce_plus_plus", epsilon=EPS)  # no group baseline to miss
+    torch.testing.assert_close(adv, SINGLES_WHITENED)
+    compute_advantages(TWO_GROUPS, "grpo")
+    assert not [w for w in recwarn if "group_size=1" in str(w.message)]
 
 
 @pytest.mark.parametrize(
@@ -177,7 +217,7 @@ reward_batches = st.integers(1, 6).flatmap(
 
 
 @settings(max_examples=60, deadline=None)
-@given(reward_batches, st.sampled_from(sorted(["grpo", "sr_grpo", "rloo", "reinforce_plus_plus"])))
+@given(reward_batches, st.sampled_from(sorted(ESTIMATORS)))
 def test_property_shape_kept_and_finite(rewards, estimator):
     rewards = torch.tensor(rewards)
     adv, metrics = compute_advantages(rewards, estimator)

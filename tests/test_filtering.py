@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algos import filter_groups
+from algos import filter_groups, group_scores, reward_variance_collapsed, should_reroll
 
 # In-group unbiased stds: g0 sqrt(1/3)=0.577, g1 0, g2 0.5, g3 sqrt(1/3), g4 sqrt(4/3)=1.155.
 REWARDS = torch.tensor(
@@ -120,7 +120,7 @@ def test_group_size_one_keeps_all_with_zero_std():
             "top_n",
             4,
             "largest",
-            r"rollout_filter_strategy 'top_n'; allowed: \['top_k', 'ratio', 'top_p', 'min_p'\]",
+            r"rollout_filter_strategy 'top_n'; allowed: \['top_k', 'top_k_abs', 'ratio', 'top_k_frac', 'top_p'",
         ),
         ("top_k", 4, "biggest", r"rollout_filter_type 'biggest'; allowed: \['largest', 'smallest'\]"),
         ("top_k", 0, "largest", "'top_k' must be an integer >= 1, got 0"),
@@ -131,6 +131,8 @@ def test_group_size_one_keeps_all_with_zero_std():
         ("min_p", -0.1, "largest", r"'min_p' must be in \[0, 1\]"),
         ("top_k", "4", "largest", "must be a finite number, got '4'"),
         ("top_k", float("nan"), "largest", "must be a finite number"),
+        ("top_k_abs", 0, "largest", "'top_k_abs' must be an integer >= 1, got 0"),
+        ("top_k_frac", 4, "largest", r"'top_k_frac' must be in \(0, 1\], got 4"),
     ],
 )
 def test_invalid_options_are_named(strategy, value, filter_type, message):
@@ -145,6 +147,165 @@ def test_invalid_scores_and_rewards():
         filter_groups(REWARDS, "top_p", value=0.5, scores=-torch.ones(5))
     with pytest.raises(ValueError, match="finite"):
         filter_groups(torch.tensor([[float("inf"), 0.0]]), value=1)
+
+
+# Eight groups (0, 0, 0, x): in-group std x / 2 (mean x/4, squares 3x^2/4, / 3), for x = 3, 8, 1, 6, 2, 7, 4, 5.
+EIGHT = torch.tensor([[0.0, 0.0, 0.0, x] for x in (3, 8, 1, 6, 2, 7, 4, 5)])
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [(8, list(range(8))), (4, [1, 3, 5, 7]), (2, [1, 5]), (1, [1])],
+)
+def test_seed_table_top_k_is_the_count_and_top_k_abs_its_alias(count, expected):
+    # the seed's table: top_k 8 of 8 keeps all, 4 keeps half (x = 8, 7, 6, 5 sit at 1, 5, 3, 7)
+    assert kept_list(EIGHT, "top_k", value=count) == expected
+    assert kept_list(EIGHT, "top_k_abs", value=count) == expected
+
+
+@pytest.mark.parametrize(
+    ("num_groups", "fraction", "count"),
+    [(8, 1.0, 8), (8, 0.5, 4), (8, 0.25, 2), (8, 0.1, 1), (6, 0.5, 3), (6, 0.3, 1), (5, 0.6, 3), (5, 0.5, 2)],
+)
+def test_ragen_fraction_keeps_floor_of_fraction_times_groups_as_a_count(num_groups, fraction, count):
+    # RAGEN's fractional top_k keeps max(int(fraction * G), 1) groups: TurnRL's top_k_frac (= ratio)
+    rewards = EIGHT[:num_groups]
+    by_fraction = kept_list(rewards, "top_k_frac", value=fraction)
+    assert by_fraction == kept_list(rewards, "ratio", value=fraction)
+    assert by_fraction == kept_list(rewards, "top_k", value=count)
+    assert len(by_fraction) == count
+
+
+# softmax over the sorted stds (1.1547, 0.5774, 0.5774, 0.5, 0): exps 3.1733, 1.7813, 1.7813, 1.6487, 1
+# (sum 9.3846) -> probabilities 0.3381, 0.1898, 0.1898, 0.1757, 0.1066, cumulative 0.338, 0.528, 0.718, 0.893, 1.
+SOFTMAX_CUMULATIVE = [0.3381, 0.5280, 0.7178, 0.8935, 1.0]
+
+
+def test_softmax_probabilities_of_the_written_out_batch():
+    exps = [math.exp(std) for std in sorted(STDS, reverse=True)]
+    cumulative = [sum(exps[: i + 1]) / sum(exps) for i in range(5)]
+    assert cumulative == pytest.approx(SOFTMAX_CUMULATIVE, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.3, [4]), (0.5, [0, 4]), (0.7, [0, 3, 4]), (0.89, [0, 2, 3, 4]), (0.9, [0, 1, 2, 3, 4]), (1.0, [0, 1, 2, 3, 4])],
+)
+def test_top_p_softmax_keeps_the_nucleus_of_softmax_std(value, expected):
+    assert kept_list(REWARDS, "top_p", value=value, top_p_prob_mode="softmax") == expected
+
+
+def test_top_p_softmax_and_linear_differ_on_the_same_batch():
+    # at 0.9 the softmax nucleus also keeps the zero-std group (its probability is e^0 / 9.38 = 0.107);
+    # the linear share never does (it adds 0 to the cumulative std)
+    assert kept_list(REWARDS, "top_p", value=0.9, top_p_prob_mode="softmax") == [0, 1, 2, 3, 4]
+    assert kept_list(REWARDS, "top_p", value=0.9) == [0, 2, 3, 4]
+    assert kept_list(REWARDS, "top_p", value=0.9, top_p_prob_mode="linear") == [0, 2, 3, 4]
+
+
+def test_top_p_softmax_smallest_uses_reflected_scores():
+    # logits max - s: g1 1.1547, g2 0.6547, g0/g3 0.5774, g4 0; first probability 3.1733 / 9.6605 = 0.328
+    assert kept_list(REWARDS, "top_p", value=0.3, filter_type="smallest", top_p_prob_mode="softmax") == [1]
+
+
+def test_top_p_softmax_accepts_negative_scores():
+    scores = torch.tensor([-1.0, -3.0, 0.0, -2.0, -5.0])  # softmax is shift invariant: ranks g2, g0, g3, ...
+    assert kept_list(REWARDS, "top_p", value=0.5, scores=scores, top_p_prob_mode="softmax") == [2]
+
+
+LENGTHS = torch.tensor([[10.0] * 4, [50.0] * 4, [5.0, 5.0, 5.0, 5.0], [20.0, 30.0, 10.0, 20.0], [1.0] * 4])
+ENTROPIES = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 0.0, 2.0], [0.5] * 4, [3.0] * 4, [0.2, 0.2, 0.2, 0.5]])
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [
+        ("reward_std", STDS),
+        ("reward_variance", STDS),  # RAGEN's name: it ranks by the std too
+        ("reward", [0.5, 0.5, 0.25, 0.5, 1.0]),
+        ("reward_sum", [2.0, 2.0, 1.0, 2.0, 4.0]),
+        ("length", [10.0, 50.0, 5.0, 20.0, 1.0]),
+        ("entropy", [1.0, 1.0, 0.5, 3.0, 0.275]),
+        # g1 (0, 2, 0, 2): squares 4 / 3; g4 (0.2, 0.2, 0.2, 0.5): mean 0.275, squares 0.0675 / 3 = 0.15^2
+        ("entropy_std", [0.0, math.sqrt(4 / 3), 0.0, 0.0, 0.15]),
+        ("entropy_variance", [0.0, math.sqrt(4 / 3), 0.0, 0.0, 0.15]),
+    ],
+)
+def test_group_scores_per_metric(metric, expected):
+    scores = group_scores(metric, REWARDS, lengths=LENGTHS, entropies=ENTROPIES)
+    torch.testing.assert_close(scores, torch.tensor(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_filter_by_reward_and_length_scores():
+    by_reward = group_scores("reward", REWARDS)  # means 0.5, 0.5, 0.25, 0.5, 1.0: g4, then the tie's lowest g0
+    assert kept_list(REWARDS, "top_k", value=2, scores=by_reward) == [0, 4]
+    by_length = group_scores("length", REWARDS, lengths=LENGTHS)
+    assert kept_list(REWARDS, "top_k", value=2, scores=by_length) == [1, 3]
+    assert kept_list(REWARDS, "top_k", value=1, scores=by_length, filter_type="smallest") == [4]
+
+
+def test_group_scores_name_what_is_missing():
+    with pytest.raises(ValueError, match="'entropy' needs per-episode entropies"):
+        group_scores("entropy", REWARDS)
+    with pytest.raises(ValueError, match=r"lengths must be finite with shape \(5, 4\)"):
+        group_scores("length", REWARDS, lengths=torch.ones(5, 3))
+    with pytest.raises(ValueError, match=r"unknown rollout_filter_metric 'bogus'; allowed: \['reward_std'"):
+        group_scores("bogus", REWARDS)
+
+
+def test_unknown_top_p_prob_mode_is_named():
+    with pytest.raises(ValueError, match=r"rollout_filter_top_p_prob_mode 'exp'; allowed: \['linear', 'softmax'\]"):
+        filter_groups(REWARDS, "top_p", value=0.5, top_p_prob_mode="exp")
+
+
+ALL_CONSTANT = torch.tensor([[1.0, 1.0], [0.0, 0.0], [0.3, 0.3]])
+
+
+def test_allow_empty_keeps_nothing_when_every_group_scores_zero():
+    kept, metrics = filter_groups(ALL_CONSTANT, "top_k", value=2, include_zero=False, allow_empty=True)
+    assert kept.tolist() == [] and kept.dtype == torch.long
+    assert metrics["rollout/filter_kept_ratio"] == 0.0 and metrics["rollout/chosen_in_group_std"] == 0.0
+    # with some variance it filters as usual; without allow_empty the old fallback keeps the top_k
+    assert kept_list(REWARDS, "top_k", value=5, include_zero=False, allow_empty=True) == [0, 2, 3, 4]
+    assert kept_list(ALL_CONSTANT, "top_k", value=2, include_zero=False) == [0, 1]
+
+
+def test_should_reroll_until_the_cap_then_names_the_key():
+    empty, some = torch.tensor([], dtype=torch.long), torch.tensor([3])
+    assert should_reroll(some, rerolls_done=0, max_rerolls=2) is False
+    assert should_reroll(empty, rerolls_done=0, max_rerolls=2) is True
+    assert should_reroll(empty, rerolls_done=1, max_rerolls=2) is True
+    with pytest.raises(RuntimeError, match=r"no group in 3 batch\(es\) in a row .*rollout_filter_max_rerolls=2"):
+        should_reroll(empty, rerolls_done=2, max_rerolls=2)
+    with pytest.raises(RuntimeError, match="rollout_filter_max_rerolls=0"):
+        should_reroll(empty, rerolls_done=0, max_rerolls=0)
+
+
+# Baseline: mean of the first 10 stds = 1.0, so the threshold is 0.1.
+BASELINE = [1.2, 0.8] * 5
+
+
+@pytest.mark.parametrize(
+    ("later", "collapsed"),
+    [
+        ([0.05] * 9, False),  # the window needs 10 steps after the baseline
+        ([0.05] * 10, True),
+        ([0.5] * 5 + [0.09] * 10, True),  # only the last 10 count
+        ([0.05] * 9 + [0.1], False),  # 0.1 is not below 0.1
+        ([0.05] * 4 + [0.2] + [0.05] * 5, False),
+    ],
+)
+def test_reward_variance_collapse_predicate(later, collapsed):
+    assert reward_variance_collapsed(BASELINE + later) is collapsed
+
+
+def test_reward_variance_collapse_options():
+    assert reward_variance_collapsed([0.0] * 30) is False  # a zero baseline has nothing to collapse from
+    assert reward_variance_collapsed([1.0, 0.4, 0.4], baseline_steps=1, window=2, ratio=0.5) is True
+    with pytest.raises(ValueError, match="ratio=0 is invalid"):
+        reward_variance_collapsed([1.0] * 20, ratio=0)
+    with pytest.raises(ValueError, match="window=0 are invalid"):
+        reward_variance_collapsed([1.0] * 20, window=0)
 
 
 groups_and_k = st.tuples(

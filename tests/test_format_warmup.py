@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("env_name", ["bandit", "sokoban", "frozenlake"])
 @pytest.mark.parametrize("think", [True, False])
 def test_every_reply_parses_to_valid_actions_within_the_turn_budget(tokenizer, env_name, think):
-    config = AgentConfig(env=env_name, max_actions_per_turn=3, enable_think=think, show_progress=False)
+    config = AgentConfig.of(env=env_name, max_actions_per_turn=3, enable_think=think, show_progress=False)
     env = envs.make(env_name)
     levels = format_demonstrations(config, tokenizer, levels=6, replies_per_level=5, max_new_tokens=32, seed=0)
     assert [len(level) for level in levels] == [5] * 6
@@ -43,7 +43,7 @@ def test_every_reply_parses_to_valid_actions_within_the_turn_budget(tokenizer, e
 
 
 def test_each_level_demonstrates_every_action_equally_often(tokenizer):
-    config = AgentConfig(env="bandit", enable_think=False, show_progress=False)
+    config = AgentConfig.of(env="bandit", enable_think=False, show_progress=False)
     levels = format_demonstrations(config, tokenizer, levels=20, replies_per_level=4, max_new_tokens=32, seed=3)
     assert all(sum("Dragon" in demo.reply_text for demo in level) == 2 for level in levels)
 
@@ -57,7 +57,7 @@ def test_balanced_draws_use_whole_rounds_then_no_repeats():
 
 
 def test_prompt_is_the_rollout_engines_opening_prompt(tokenizer, tiny):
-    config = AgentConfig(env="sokoban", max_turns=1, show_progress=False)
+    config = AgentConfig.of(env="sokoban", max_turn=1, show_progress=False)
     demo = format_demonstrations(config, tokenizer, levels=1, replies_per_level=1, max_new_tokens=16, seed=0)[0][0]
     engine = RolloutEngine(config, tokenizer, HFBackend(tiny, tokenizer))
     batch = engine.play([demo.level_seed], 1, SamplingParams(max_new_tokens=16, seed=0))
@@ -66,7 +66,7 @@ def test_prompt_is_the_rollout_engines_opening_prompt(tokenizer, tiny):
 
 
 def test_same_seed_same_demonstrations_other_seed_other_levels(tokenizer):
-    config = AgentConfig(env="sokoban", show_progress=False)
+    config = AgentConfig.of(env="sokoban", show_progress=False)
     first = format_demonstrations(config, tokenizer, levels=3, replies_per_level=2, max_new_tokens=32, seed=7)
     again = format_demonstrations(config, tokenizer, levels=3, replies_per_level=2, max_new_tokens=32, seed=7)
     other = format_demonstrations(config, tokenizer, levels=3, replies_per_level=2, max_new_tokens=32, seed=8)
@@ -76,9 +76,9 @@ def test_same_seed_same_demonstrations_other_seed_other_levels(tokenizer):
 
 def test_free_form_env_and_bad_counts_are_rejected_by_name(tokenizer):
     with pytest.raises(ValueError, match=r"env='gsm8k' has free-form answers.*allowed: an env with named"):
-        format_demonstrations(AgentConfig(env="gsm8k"), tokenizer, 1, 1, 16, seed=0)
+        format_demonstrations(AgentConfig.of(env="gsm8k"), tokenizer, 1, 1, 16, seed=0)
     with pytest.raises(ValueError, match=r"replies_per_level=0 is invalid; allowed: an int >= 1"):
-        format_demonstrations(AgentConfig(env="bandit"), tokenizer, 1, 0, 16, seed=0)
+        format_demonstrations(AgentConfig.of(env="bandit"), tokenizer, 1, 0, 16, seed=0)
 
 
 # ----------------------------------------------------------------- the warm-up loop
@@ -130,7 +130,7 @@ def test_warmup_makes_held_out_demonstrations_likelier(tokenizer):
     from agents.model import build_tiny_model
 
     model = build_tiny_model(tokenizer, seed=1)
-    config = AgentConfig(env="bandit", enable_think=False, show_progress=False)
+    config = AgentConfig.of(env="bandit", enable_think=False, show_progress=False)
     levels = format_demonstrations(config, tokenizer, levels=17, replies_per_level=4, max_new_tokens=16, seed=0)
     train, held_out = levels[:16], levels[16:]
     before = reply_nll(model, held_out, pad_token_id=0).item()

@@ -165,3 +165,98 @@ def test_instructions_state_rules_legend_and_actions() -> None:
 def test_bad_arguments_raise_value_error_naming_them(kwargs: dict, bad: str) -> None:
     with pytest.raises(ValueError, match=bad):
         FrozenLakeEnv(**kwargs)
+
+
+# ----------------------------------------------------------------- success_rate and coordinate observations
+SEED_ZERO_COORD = (
+    "Board size: 4 rows x 4 cols (zero-indexed).\n"
+    "Start: (1, 0)\n"
+    "Goal: (0, 1)\n"
+    "Player: (1, 0)\n"
+    "Holes: (0, 2), (0, 3), (1, 3), (2, 0), (2, 2), (3, 2)"
+)
+
+
+def test_coordinate_observations_of_the_seed_zero_map() -> None:
+    # the map "_GOO\nP__O\nO_O_\n__O_" (test_seed_zero_map_is_pinned) in RAGEN's coordinate wording
+    env = FrozenLakeEnv(success_rate=1.0, observation_format="coord")
+    assert env.reset(seed=0)[0] == SEED_ZERO_COORD
+    obs, *_ = env.step(UP)
+    assert obs == SEED_ZERO_COORD.replace("Player: (1, 0)", "Player: (0, 0)")
+    obs, reward, terminated, *_ = env.step(RIGHT)
+    assert obs == SEED_ZERO_COORD.replace("Player: (1, 0)", "Player on goal: (0, 1)")
+    assert (reward, terminated) == (1.0, True)
+    both = FrozenLakeEnv(observation_format="grid_coord").reset(seed=0)[0]
+    assert both == f"Coordinates: \n{SEED_ZERO_COORD}\nGrid Map: \n_GOO\nP__O\nO_O_\n__O_"
+
+
+def test_coordinates_name_the_player_in_a_hole() -> None:
+    env = FrozenLakeEnv(size=3, success_rate=1.0, observation_format="coord")
+    env.reset(seed=0)
+    set_map(env, ["PO_", "___", "__G"])
+    obs, _, terminated, *_ = env.step(RIGHT)
+    assert terminated and obs.split("\n")[1:] == ["Start: (0, 0)", "Goal: (2, 2)", "Player in hole: (0, 1)",
+                                                  "Holes: (0, 1)"]
+
+
+def move_counts(success_rate: float, action: int, members: int = 3000) -> Counter:
+    """Where the player lands (relative to the centre) from the centre of an open 3x3 map, over members."""
+    env = FrozenLakeEnv(size=3, success_rate=success_rate)
+    moved = Counter()
+    for member in range(members):
+        env.reset(seed=4, options={"member": member})
+        set_map(env, ["___", "_P_", "__G"])
+        env.step(action)
+        moved[env.player[0] - 1, env.player[1] - 1] += 1
+    return moved
+
+
+def test_success_rate_is_the_probability_of_the_intended_move() -> None:
+    moved = move_counts(0.8, UP)
+    # intended (-1, 0) with 0.8, each perpendicular with 0.1; std of 0.8 over 3000 draws is 0.0073
+    assert moved[-1, 0] / 3000 == pytest.approx(0.8, abs=0.03)
+    assert moved[0, -1] / 3000 == pytest.approx(0.1, abs=0.03)
+    assert moved[0, 1] / 3000 == pytest.approx(0.1, abs=0.03)
+    assert moved[1, 0] == 0
+    assert move_counts(1.0, UP, members=50) == Counter({(-1, 0): 50})  # success_rate 1: never slips
+    never = move_counts(0.0, LEFT, members=300)
+    assert set(never) == {(-1, 0), (1, 0)}  # success_rate 0: always a perpendicular side
+
+
+def test_success_rate_defaults_and_consistency_with_is_slippery() -> None:
+    assert FrozenLakeEnv().success_rate == pytest.approx(1 / 3)
+    assert FrozenLakeEnv(is_slippery=False).success_rate == 1.0
+    assert FrozenLakeEnv(is_slippery=False, success_rate=1).success_rate == 1.0
+    assert FrozenLakeEnv(success_rate=1 / 3).instructions == FrozenLakeEnv().instructions
+    with pytest.raises(ValueError, match="success_rate=0.5 contradicts is_slippery=False"):
+        FrozenLakeEnv(is_slippery=False, success_rate=0.5)
+
+
+def test_instructions_state_the_slip_probabilities() -> None:
+    text = FrozenLakeEnv(success_rate=0.8).instructions
+    assert "only 4/5 of the time" in text and "(1/10 each)" in text
+    assert "1/3 of the time" in FrozenLakeEnv().instructions
+    assert "slippery" not in FrozenLakeEnv(success_rate=1.0).instructions
+    assert "zero-indexed (row, column)" in FrozenLakeEnv(observation_format="coord").instructions
+    assert "zero-indexed" not in FrozenLakeEnv().instructions
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "bad"),
+    [
+        ({"success_rate": 1.5}, "success_rate=1.5 is invalid"),
+        ({"success_rate": True}, "success_rate=True is invalid"),
+        ({"observation_format": "text"}, r"observation_format='text' is invalid; allowed: \['grid', 'coord'"),
+        ({"size": 22, "observation_format": "coord"}, "size=22 is too large for observation_format='coord'"),
+        ({"size": 20, "observation_format": "grid_coord"}, "size=20 is too large"),
+    ],
+)
+def test_bad_success_rate_and_format_raise(kwargs: dict, bad: str) -> None:
+    with pytest.raises(ValueError, match=bad):
+        FrozenLakeEnv(**kwargs)
+
+
+def test_largest_coordinate_maps_fit_the_observation_space() -> None:
+    for kwargs in ({"size": 21, "observation_format": "coord"}, {"size": 19, "observation_format": "grid_coord"}):
+        env = FrozenLakeEnv(p=0.5, **kwargs)
+        assert env.observation_space.contains(env.reset(seed=1)[0])

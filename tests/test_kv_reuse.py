@@ -45,15 +45,15 @@ def eos_prone(tokenizer, sharp):
 
 def play(model, tokenizer, kv_cache_gib: float, params: SamplingParams, **config):
     backend = HFBackend(model, tokenizer, kv_cache_gib=kv_cache_gib)
-    engine = RolloutEngine(AgentConfig(show_progress=False, **config), tokenizer, backend)
-    return engine.rollout(0, params), backend
+    engine = RolloutEngine(AgentConfig.of(**config), tokenizer, backend)
+    return engine.rollout(1, params), backend
 
 
 @pytest.mark.parametrize("env", ["sokoban", "frozenlake"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_multi_turn_rollouts_equal_the_full_re_prefill(tokenizer, sharp, env, temperature):
     params = SamplingParams(temperature=temperature, max_new_tokens=20, seed=5)
-    config = {"env": env, "env_groups": 3, "group_size": 2, "max_turns": 4}
+    config = {"env": env, "env_groups": 3, "group_size": 2, "max_turn": 4}
     reused, backend = play(sharp, tokenizer, 2.0, params, **config)
     full, baseline = play(sharp, tokenizer, 0.0, params, **config)
     assert reused.num_turns.tolist() == [4] * 6
@@ -69,7 +69,7 @@ def test_replies_ending_with_eos_and_a_row_truncated_by_max_model_len(tokenizer,
     """Level 1's episodes outgrow max_model_len=640 before turn 4; the others play turn 4 from their caches.
     Every reply ends with EOS (not a stop string), so the next prompt adds the chat's end-of-turn tokens."""
     params = SamplingParams(temperature=0.0, max_new_tokens=24)
-    config = {"env": "sokoban", "env_groups": 3, "group_size": 2, "max_turns": 4, "max_model_len": 640}
+    config = {"env": "sokoban", "env_groups": 3, "group_size": 2, "max_turn": 4, "max_model_len": 640}
     reused, backend = play(eos_prone, tokenizer, 2.0, params, **config)
     full, _ = play(eos_prone, tokenizer, 0.0, params, **config)
     assert reused.truncated.tolist() == [True, True, False, False, False, False]

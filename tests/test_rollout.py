@@ -53,7 +53,7 @@ class ScriptedBackend:
 
 
 def engine(tokenizer, backend, **config) -> RolloutEngine:
-    return RolloutEngine(AgentConfig(**{"env_groups": 2, "group_size": 2, "max_turns": 3, **config}), tokenizer, backend)
+    return RolloutEngine(AgentConfig.of(**{"env_groups": 2, "group_size": 2, "max_turn": 3, **config}), tokenizer, backend)
 
 
 def generated(batch, b: int) -> list[int]:
@@ -62,7 +62,7 @@ def generated(batch, b: int) -> list[int]:
 
 def test_loss_mask_is_exactly_the_generated_tokens(tokenizer, tiny):
     backend = RecordingBackend(HFBackend(tiny, tokenizer))
-    batch = engine(tokenizer, backend, env="sokoban").rollout(0, GREEDY)
+    batch = engine(tokenizer, backend, env="sokoban").rollout(1, GREEDY)
     assert len(backend.calls) == 3 and all(len(prompts) == 4 for prompts, _ in backend.calls)
     for b in range(4):
         row = batch.input_ids[b].tolist()
@@ -89,7 +89,7 @@ def test_loss_mask_is_exactly_the_generated_tokens(tokenizer, tiny):
 def test_scripted_sokoban_episode_matches_chat_text_and_env_replay(tokenizer):
     replies = ["go up</think><answer>Up</answer>", "then</think> <answer>Left || Down</answer>"]
     backend = ScriptedBackend(tokenizer, replies)
-    batch = engine(tokenizer, backend, env="sokoban", max_turns=2).rollout(3, SCRIPTED)
+    batch = engine(tokenizer, backend, env="sokoban", max_turn=2).rollout(4, SCRIPTED)
     reply_ids = [tokenizer.encode(text, add_special_tokens=False) for text in replies]
     for b in range(4):
         # Token-in/token-out: the generated spans are the scripted ids, in order.
@@ -123,7 +123,7 @@ def test_scripted_sokoban_episode_matches_chat_text_and_env_replay(tokenizer):
     ],
 )
 def test_format_penalty_once_per_bad_turn(tokenizer, reply, reward, turns, error_rate):
-    batch = engine(tokenizer, ScriptedBackend(tokenizer, [reply]), env="bandit").rollout(0, SCRIPTED)
+    batch = engine(tokenizer, ScriptedBackend(tokenizer, [reply]), env="bandit").rollout(1, SCRIPTED)
     assert batch.episode_reward.tolist() == pytest.approx([reward] * 4)
     assert batch.num_turns.tolist() == [turns] * 4
     assert not batch.success.any()  # Phoenix has the lower mean
@@ -134,14 +134,14 @@ def test_format_penalty_once_per_bad_turn(tokenizer, reply, reward, turns, error
 
 def test_format_errors_are_counted_even_without_a_penalty(tokenizer):
     backend = ScriptedBackend(tokenizer, ["</think><answer>Unicorn</answer>"])
-    batch = engine(tokenizer, backend, env="bandit", format_penalty=0.0, max_turns=2).rollout(0, SCRIPTED)
+    batch = engine(tokenizer, backend, env="bandit", format_penalty=0.0, max_turn=2).rollout(1, SCRIPTED)
     assert batch.episode_reward.tolist() == [0.0] * 4
     assert batch.metrics["rollout/format_error_rate"] == 1.0
 
 
 def test_choosing_the_better_arm_is_a_success(tokenizer):
     batch = engine(tokenizer, ScriptedBackend(tokenizer, ["bold</think><answer>Dragon</answer>"]), env="bandit",
-                   group_size=8).rollout(0, SCRIPTED)
+                   group_size=8).rollout(1, SCRIPTED)
     assert batch.success.all() and batch.metrics["rollout/success_rate"] == 1.0
     assert set(batch.episode_reward.tolist()) <= {0.0, 1.0}
     # Members of a group share the level but not the dice: payouts differ within the 8 members.
@@ -150,17 +150,17 @@ def test_choosing_the_better_arm_is_a_success(tokenizer):
 
 def test_actions_per_turn_and_per_trajectory_budgets(tokenizer):
     seven_ups = "up</think><answer>" + " || ".join(["Up"] * 7) + "</answer>"
-    batch = engine(tokenizer, ScriptedBackend(tokenizer, [seven_ups]), env="sokoban", max_turns=5).rollout(0, SCRIPTED)
+    batch = engine(tokenizer, ScriptedBackend(tokenizer, [seven_ups]), env="sokoban", max_turn=5).rollout(1, SCRIPTED)
     # 5 actions per turn, 10 per trajectory (Sokoban's default) -> the budget ends after turn 2.
     assert "You have 5 actions left." in batch.turns[0][3]["content"]
     assert batch.num_turns.tolist() == [2, 2, 2, 2]
     short = engine(tokenizer, ScriptedBackend(tokenizer, [seven_ups]), env="sokoban", max_actions_per_traj=3)
-    assert short.rollout(0, SCRIPTED).num_turns.tolist() == [1, 1, 1, 1]
+    assert short.rollout(1, SCRIPTED).num_turns.tolist() == [1, 1, 1, 1]
 
 
 def test_identical_seeds_give_identical_rollouts(tokenizer, tiny):
-    def run(params, step=0):
-        return engine(tokenizer, HFBackend(tiny, tokenizer), env="bandit", max_turns=2).rollout(step, params)
+    def run(params, step=1):
+        return engine(tokenizer, HFBackend(tiny, tokenizer), env="bandit", max_turn=2).rollout(step, params)
 
     first, again = run(GREEDY), run(GREEDY)
     assert torch.equal(first.input_ids, again.input_ids) and torch.equal(first.loss_mask, again.loss_mask)
@@ -169,13 +169,13 @@ def test_identical_seeds_give_identical_rollouts(tokenizer, tiny):
     assert torch.equal(run(sampled).input_ids, run(sampled).input_ids)
     other_seed = SamplingParams(temperature=1.0, max_new_tokens=8, seed=12)
     assert not torch.equal(run(sampled).input_ids, run(other_seed).input_ids)
-    assert run(GREEDY, step=1).seeds.tolist() == [10002, 10002, 10003, 10003]
+    assert run(GREEDY, step=2).seeds.tolist() == [10002, 10002, 10003, 10003]
 
 
 def test_groups_share_a_level_and_validation_uses_held_out_seeds(tokenizer):
     eng = engine(tokenizer, ScriptedBackend(tokenizer, ["</think><answer>Up</answer>"]), env="sokoban", env_groups=3,
-                 max_turns=1, val_groups=2, val_group_size=3)
-    batch = eng.rollout(0, SCRIPTED)
+                 max_turn=1, val_groups=2, val_group_size=3)
+    batch = eng.rollout(1, SCRIPTED)
     first_messages = [turns[1]["content"] for turns in batch.turns]
     assert first_messages[0] == first_messages[1] and first_messages[2] == first_messages[3]
     assert len({first_messages[0], first_messages[2], first_messages[4]}) == 3
@@ -188,32 +188,32 @@ def test_groups_share_a_level_and_validation_uses_held_out_seeds(tokenizer):
 
 def test_episodes_end_truncated_at_max_model_len(tokenizer, tiny):
     backend = RecordingBackend(HFBackend(tiny, tokenizer))
-    engine(tokenizer, backend, env="sokoban", env_groups=1, max_turns=1).rollout(0, GREEDY)
+    engine(tokenizer, backend, env="sokoban", env_groups=1, max_turn=1).rollout(1, GREEDY)
     prompt_length = len(backend.calls[0][0][0])
 
     # Room for one 8-token reply but not for the next env message.
     batch = engine(tokenizer, HFBackend(tiny, tokenizer), env="sokoban", env_groups=1,
-                   max_model_len=prompt_length + 20).rollout(0, GREEDY)
+                   max_model_len=prompt_length + 20).rollout(1, GREEDY)
     assert batch.truncated.all() and batch.num_turns.tolist() == [1, 1]
     assert batch.input_ids.shape[1] == prompt_length + 8
     assert batch.metrics["rollout/truncated_rate"] == 1.0
 
     # The reply is capped by the room left; the sequence ends exactly at max_model_len.
     batch = engine(tokenizer, HFBackend(tiny, tokenizer), env="sokoban", env_groups=1,
-                   max_model_len=prompt_length + 3).rollout(0, GREEDY)
+                   max_model_len=prompt_length + 3).rollout(1, GREEDY)
     assert batch.truncated.all() and batch.loss_mask.sum(dim=1).tolist() == [3, 3]
     assert batch.attention_mask.sum(dim=1).tolist() == [prompt_length + 3] * 2
 
     # A prompt that does not fit: no turn is played, nothing is generated.
     silent = RecordingBackend(HFBackend(tiny, tokenizer))
-    batch = engine(tokenizer, silent, env="sokoban", env_groups=1, max_model_len=prompt_length - 1).rollout(0, GREEDY)
+    batch = engine(tokenizer, silent, env="sokoban", env_groups=1, max_model_len=prompt_length - 1).rollout(1, GREEDY)
     assert silent.calls == [] and batch.truncated.all() and batch.num_turns.tolist() == [0, 0]
     assert batch.loss_mask.sum() == 0 and batch.input_ids.shape[1] == prompt_length - 1
 
 
 def test_select_keeps_whole_groups_in_order(tokenizer):
     batch = engine(tokenizer, ScriptedBackend(tokenizer, ["</think><answer>Up</answer>"]), env="sokoban", env_groups=3,
-                   max_turns=1).rollout(0, SCRIPTED)
+                   max_turn=1).rollout(1, SCRIPTED)
     kept = batch.select(torch.tensor([0, 2]))
     assert kept.group_index.tolist() == [0, 0, 2, 2]
     assert torch.equal(kept.episode_reward, batch.episode_reward[[0, 1, 4, 5]])
@@ -227,6 +227,32 @@ def test_select_keeps_whole_groups_in_order(tokenizer):
     [({"env": "chess"}, "env"), ({"group_size": 0}, "group_size"), ({"max_actions_per_traj": 0}, "max_actions"),
      ({"train_seed_start": -1}, "train_seed_start")],
 )
-def test_agent_config_rejects_bad_values(kwargs, key):
+def test_agent_config_rejects_bad_values(tokenizer, kwargs, key):
     with pytest.raises(ValueError, match=key):
-        AgentConfig(**kwargs)
+        engine(tokenizer, None, **kwargs)
+
+
+class OutOfContractBackend:
+    """Test double that answers every prompt with the same ``reply``, whatever the cap."""
+
+    def __init__(self, reply):
+        self.reply = reply
+
+    def generate(self, prompts, params, max_new_tokens=None):
+        return [list(self.reply) for _ in prompts]
+
+    def update_weights(self, model):
+        pass
+
+
+@pytest.mark.parametrize("case", ["negative", "out_of_vocab", "not_an_int", "over_the_cap"])
+def test_replies_outside_the_backend_contract_are_rejected_naming_backend_and_value(tokenizer, case):
+    vocab = len(tokenizer)
+    reply, message = {
+        "negative": ([5, -3], rf"token id -3 for prompt 0; allowed: ints in \[0, {vocab}\)"),
+        "out_of_vocab": ([7, vocab], rf"token id {vocab} for prompt 0; allowed: ints in \[0, {vocab}\)"),
+        "not_an_int": ([1.5], r"token id 1\.5 for prompt 0"),
+        "over_the_cap": ([9] * 9, r"9 ids for prompt 0; allowed: at most its cap 8"),  # GREEDY caps 8
+    }[case]
+    with pytest.raises(ValueError, match=r"OutOfContractBackend\.generate returned " + message):
+        engine(tokenizer, OutOfContractBackend(reply), env="bandit").rollout(1, GREEDY)

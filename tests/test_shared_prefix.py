@@ -72,9 +72,9 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def batch(tokenizer):
     """2 Sokoban levels x 3 members, 2 turns: identical prompts per group, replies of unequal length."""
-    config = AgentConfig(env="sokoban", env_groups=2, group_size=3, max_turns=2, show_progress=False)
+    config = AgentConfig.of(env="sokoban", env_groups=2, group_size=3, max_turn=2, show_progress=False)
     rollout = RolloutEngine(config, tokenizer, MemberReplies(tokenizer))
-    return rollout.rollout(0, SamplingParams(temperature=1.0, max_new_tokens=24, seed=0))
+    return rollout.rollout(1, SamplingParams(temperature=1.0, max_new_tokens=24, seed=0))
 
 
 def forward_and_gradient(model, tensors, group_index=None, shift_suffix=0):
@@ -256,7 +256,7 @@ def _gradient_of_one_update(tokenizer, run_dir, share: bool, micro: int) -> torc
                  f"actor_rollout_ref.actor.share_prompt_prefix={share}"]
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         config = validate(compose(config_name="config", overrides=overrides))
-    agent = AgentConfig(env="sokoban", env_groups=2, group_size=3, max_turns=2, show_progress=False)
+    agent = AgentConfig.of(env="sokoban", env_groups=2, group_size=3, max_turn=2, show_progress=False)
     model = build_tiny_model(tokenizer, seed=0)
     rollout = RolloutEngine(agent, tokenizer, MemberReplies(tokenizer))
     Trainer(config, run_dir, model=model, tokenizer=tokenizer, rollout_engine=rollout).fit()
@@ -267,9 +267,9 @@ def test_trainer_update_with_shared_prompts_equals_the_plain_update(tokenizer, t
     def backward_only(engine, loss, is_last):  # keep the accumulated gradient instead of stepping
         engine.backward(loss, scale_wrt_gas=False)
 
-    monkeypatch.setattr("algos.training.trainer.accumulate", backward_only)
+    monkeypatch.setattr("algos.training.actor.accumulate", backward_only)
     calls = []
-    monkeypatch.setattr("algos.training.trainer.grouped_response_log_probs",
+    monkeypatch.setattr("algos.training.actor.grouped_response_log_probs",
                         lambda *args, **kwargs: calls.append(args[4]) or grouped_response_log_probs(*args, **kwargs))
     plain = _gradient_of_one_update(tokenizer, tmp_path / "plain", share=False, micro=6)
     assert calls and all(groups is None for groups in calls)

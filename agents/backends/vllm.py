@@ -31,7 +31,8 @@ import vllm  # noqa: E402  (reads VLLM_LOGGING_LEVEL on import)
 from vllm.inputs import TokensPrompt  # noqa: E402
 from vllm.platforms import current_platform  # noqa: E402
 
-from agents.backends.base import SamplingParams, default_vllm_dtype, resolve_caps, trim_completion  # noqa: E402
+from agents.backends.base import SamplingParams, resolve_caps, trim_completion  # noqa: E402
+from agents.backends.hardware import default_vllm_dtype  # noqa: E402
 from agents.model import resolve_dtype
 
 GIB = 2**30

@@ -1,14 +1,19 @@
-"""Checkpoints: DeepSpeed state + trainer state, written atomically, the newest N kept; reading a
-checkpoint's policy weights back.
+"""Checkpoints: DeepSpeed state + trainer state, written atomically, the newest N kept; resuming from
+the newest one that verifies; reading a checkpoint's policy weights back.
 
 Layout: ``<ckpt_dir>/global_step_<k>/`` holding DeepSpeed's files (tag ``model``: weights, optimizer,
-LR schedule) and ``trainer_state.pt`` (step, RNG states, logger state). A checkpoint is written into
-``.tmp-global_step_<k>`` and renamed into place when complete, so a folder named ``global_step_<k>``
-is always complete; leftovers of a killed save are removed.
+LR schedule), ``trainer_state.pt`` (step, RNG states, logger state: tensors and plain types only) and,
+written last, ``manifest.json`` (sha256 of every file, see ``algos.training.checkpoint_files``). A
+checkpoint is written into ``.tmp-global_step_<k>`` and renamed into place when complete, so a folder
+named ``global_step_<k>`` is always complete; leftovers of a killed or failed save are removed. Weights
+with a NaN or inf are never saved, and the checkpoint just written is never pruned.
+
+Every file is read with ``weights_only=True`` (DeepSpeed's reads too), after its manifest verified.
 """
 
 from __future__ import annotations
 
+import errno
 import random
 import re
 import shutil
@@ -19,14 +24,29 @@ import numpy as np
 import torch
 from deepspeed.runtime.engine import DeepSpeedEngine
 
+from algos.training.checkpoint_files import (
+    CheckpointError,
+    safe_load,
+    verify_manifest,
+    weights_only_loads,
+    write_manifest,
+)
+from algos.training.data_parallel import any_rank
+
 CHECKPOINT_PATTERN = re.compile(r"^global_step_(\d+)$")
 TRAINER_STATE_FILE = "trainer_state.pt"
 DEEPSPEED_TAG = "model"
+QUARANTINE_PREFIX = "corrupt-"
+_FULL_DISK_BYTES = 1 << 20  # a failed write with less free space than this is reported as a full disk
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, numpy and torch (CPU and CUDA) generator states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy and torch (CPU and CUDA) generator states, as tensors, lists and numbers (so the
+    trainer state loads with ``weights_only=True``)."""
+    version, internal, gauss = random.getstate()
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
+    state = {"python": [version, list(internal), gauss], "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -34,7 +54,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured."""
-    random.setstate(state["python"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -68,52 +89,137 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def nonfinite_parameters(module: torch.nn.Module) -> list[str]:
+    """Names of the parameters holding a NaN or inf (this rank's shard of each under ZeRO-3)."""
+    return [name for name, p in module.named_parameters() if not getattr(p, "ds_tensor", p).isfinite().all()]
+
+
 def save_checkpoint(
     engine: DeepSpeedEngine, ckpt_dir: Path, step: int, trainer_state: dict[str, Any], keep: int
 ) -> Path:
-    """Write ``global_step_<step>`` atomically (temp folder + rename), then keep only the newest ``keep``.
+    """Write ``global_step_<step>`` atomically (temp folder, manifest last, rename), then keep only the
+    newest ``keep`` (never pruning the one just written).
 
-    Every rank calls this (DeepSpeed writes each rank's shards); rank 0 renames and prunes.
+    Every rank calls this (DeepSpeed writes each rank's shards); rank 0 writes the trainer state and the
+    manifest, renames and prunes. Raises :class:`CheckpointError`, writing nothing, when a weight is not
+    finite, and, removing the partial folder, when a write fails (naming "No space left on device" when
+    the disk is full); the previous checkpoints stay as they were.
     """
     ckpt_dir = Path(ckpt_dir)
     final = ckpt_dir / f"global_step_{step}"
     staging = ckpt_dir / f".tmp-global_step_{step}"
+    nonfinite = nonfinite_parameters(engine.module)
+    if any_rank(bool(nonfinite), engine.device):
+        where = ", ".join(nonfinite[:3]) or "a parameter on another rank"
+        raise CheckpointError(f"not saving {final}: the weights are not finite ({where}: NaN or inf); the "
+                              f"newest checkpoint stays {latest_checkpoint(ckpt_dir)}")
+    try:
+        if is_main_process():
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        barrier()
+        engine.save_checkpoint(str(staging), tag=DEEPSPEED_TAG)
+        barrier()
+        if is_main_process():
+            torch.save({**trainer_state, "step": step, "rng": rng_state()}, staging / TRAINER_STATE_FILE)
+            write_manifest(staging)
+    except (OSError, RuntimeError) as error:
+        raise _write_failure(error, staging, ckpt_dir) from error
     if is_main_process():
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    barrier()
-    engine.save_checkpoint(str(staging), tag=DEEPSPEED_TAG)
-    if is_main_process():
-        torch.save({**trainer_state, "step": step, "rng": rng_state()}, staging / TRAINER_STATE_FILE)
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
         for _, old in checkpoints(ckpt_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
         for leftover in ckpt_dir.glob(".tmp-global_step_*"):
             shutil.rmtree(leftover, ignore_errors=True)
     barrier()
     return final
 
 
-def load_checkpoint(engine: DeepSpeedEngine, path: Path) -> dict[str, Any]:
-    """Load weights, optimizer and LR schedule into ``engine``, restore the RNGs; return the trainer state."""
-    load_path, _ = engine.load_checkpoint(str(path), tag=DEEPSPEED_TAG)
+def _write_failure(error: Exception, staging: Path, ckpt_dir: Path) -> CheckpointError:
+    """The error for a failed write into ``staging``, after removing it. torch reports a full disk as a
+    RuntimeError without errno, so a near-zero free space after the failure also counts as one."""
+    no_space = (getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
+                or shutil.disk_usage(ckpt_dir).free < _FULL_DISK_BYTES)
+    path = getattr(error, "filename", None) or staging
+    shutil.rmtree(staging, ignore_errors=True)
+    cause = "No space left on device" if no_space else f"{type(error).__name__}: {error}"
+    return CheckpointError(f"saving a checkpoint failed writing {path}: {cause}. Removed {staging}; the newest "
+                           f"checkpoint stays {latest_checkpoint(ckpt_dir)}")
+
+
+def _from_rank_0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank."""
+    if not torch.distributed.is_initialized():
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def newest_verified_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint whose files match its manifest, or None when there is no checkpoint.
+
+    Each newer one that fails is reported (which and why) and moved to ``corrupt-global_step_<k>``, kept
+    for inspection and never loaded, counted or pruned again. Raises :class:`CheckpointError` listing
+    every reason when there are checkpoints and none verifies.
+    """
+    failed: list[tuple[Path, str]] = []
+    for _, path in reversed(checkpoints(ckpt_dir)):
+        try:
+            verify_manifest(path)
+        except CheckpointError as error:
+            failed.append((path, str(error)))
+            print(f"checkpoint {path.name} skipped: {error}", flush=True)
+            continue
+        for bad, _ in failed:
+            quarantine = bad.with_name(QUARANTINE_PREFIX + bad.name)
+            shutil.rmtree(quarantine, ignore_errors=True)
+            bad.rename(quarantine)
+        if failed:
+            print(f"falling back to {path.name}, the newest checkpoint that verifies; moved the newer "
+                  f"{', '.join(bad.name for bad, _ in failed)} to {QUARANTINE_PREFIX}<name>", flush=True)
+        return path
+    if failed:
+        raise CheckpointError(f"no checkpoint in {ckpt_dir} verifies: " + "; ".join(why for _, why in failed))
+    return None
+
+
+def resume_checkpoint(engine: DeepSpeedEngine, ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """Load :func:`newest_verified_checkpoint` (chosen by rank 0) into ``engine``, restore the RNGs;
+    return (its path, its trainer state), or None when ``ckpt_dir`` holds no checkpoint."""
+    choice: Path | CheckpointError | None = None
+    if is_main_process():
+        try:
+            choice = newest_verified_checkpoint(Path(ckpt_dir))
+        except CheckpointError as error:
+            choice = error
+    choice = _from_rank_0(choice)
+    if isinstance(choice, CheckpointError):
+        raise choice
+    if choice is None:
+        return None
+    state = safe_load(choice / TRAINER_STATE_FILE)
+    with weights_only_loads():
+        load_path, _ = engine.load_checkpoint(str(choice), tag=DEEPSPEED_TAG)
     if load_path is None:
-        raise FileNotFoundError(f"no DeepSpeed checkpoint (tag {DEEPSPEED_TAG!r}) in {path}")
-    state = torch.load(Path(path) / TRAINER_STATE_FILE, weights_only=False)
+        raise CheckpointError(f"no DeepSpeed checkpoint (tag {DEEPSPEED_TAG!r}) in {choice}")
     set_rng_state(state["rng"])
-    return state
+    return choice, state
 
 
 def checkpoint_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The policy weights of a DeepSpeed checkpoint: the module states (ZeRO 0-2), or the fp32 weights
     gathered from the partitioned optimizer states (ZeRO 3, whose module states are placeholders)."""
+    verify_manifest(Path(checkpoint))
     model_states = Path(checkpoint) / DEEPSPEED_TAG / "mp_rank_00_model_states.pt"
     if not model_states.is_file():  # ZeRO-3 writes only per-rank files (zero_pp_rank_<r>_mp_rank_00_*)
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=DEEPSPEED_TAG)
-    return torch.load(model_states, map_location="cpu", weights_only=False)["module"]
+        with weights_only_loads():
+            return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=DEEPSPEED_TAG)
+    return safe_load(model_states, map_location="cpu")["module"]
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -73,23 +73,17 @@ def gather_rollout(batch: RolloutBatch | None, pad_token_id: int) -> RolloutBatc
     return merged
 
 
-def rank_share(micro_batches: list, weights: list[float], rank: int, world_size: int) -> list[tuple]:
-    """This rank's ``(micro-batch, weight, is_padding)`` of one mini-batch, all ranks getting the same count.
+def rank_share(micro_batches: list, rank: int, world_size: int) -> list[tuple]:
+    """This rank's ``(micro-batch, is_padding)`` of one mini-batch, every rank getting the same count.
 
-    Micro-batch ``i`` goes to rank ``i mod world_size``. ``weights`` are one process's accumulation
-    weights (``sum_i w_i * agg(micro_i) == agg(mini-batch)``, see ``micro_batch_weights``). DeepSpeed
-    *averages* the ranks' gradients, so each weight is multiplied by ``world_size``: the averaged
-    gradient is ``(1/W) sum_r W sum_{i on r} w_i grad agg(micro_i) = grad agg(mini-batch)``, exactly a
-    single process's gradient over the same mini-batch for every ``loss_agg_mode`` (token-mean and the
-    seq-mean modes alike). Ranks short of ``ceil(n / W)`` micro-batches get the first micro-batch again
-    with weight 0 and ``is_padding`` (its metrics are not counted): every rank must run the same number
-    of forward/backward passes (the gradient all-reduce at the accumulation boundary, and ZeRO-3's
-    parameter gathers, are collective).
+    Micro-batch ``i`` goes to rank ``i mod world_size``. Ranks short of ``ceil(n / W)`` micro-batches get
+    the first one again marked ``is_padding`` (its loss is scaled by 0 and its metrics are not counted):
+    every rank must run the same number of forward/backward passes, since the gradient all-reduce at the
+    accumulation boundary, and ZeRO-3's parameter gathers, are collective.
     """
-    mine = [(micro, weight * world_size, False) for micro, weight in
-            list(zip(micro_batches, weights, strict=True))[rank::world_size]]
+    mine = [(micro, False) for micro in micro_batches[rank::world_size]]
     rounds = math.ceil(len(micro_batches) / world_size)
-    return mine + [(micro_batches[0], 0.0, True)] * (rounds - len(mine))
+    return mine + [(micro_batches[0], True)] * (rounds - len(mine))
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

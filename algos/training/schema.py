@@ -16,26 +16,18 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from agents.backends.factory import BACKEND_NAMES
+from agents.config import AgentConfig, AgentProxyConfig, EnvConfig, ESManagerConfig
 from algos import compute_advantages
 from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig, require
+from algos.filtering import canonical_metric
 
 TINY_RANDOM_MODEL = "tiny-random"
 """``actor_rollout_ref.model.path`` value that builds a random 2-layer model (tests, smoke runs)."""
 BF16_CHOICES = ("auto", "true", "false")
-BACKEND_CHOICES = ("auto", "hf", "vllm")
 RESUME_CHOICES = ("disable", "auto")
 LOGGER_CHOICES = ("wandb", "console")
 WANDB_MODES = ("offline", "online", "disabled")
-
-
-@dataclass
-class EnvConfig:
-    """``env.*``: which game and the kwargs of its constructor."""
-
-    name: str = "sokoban"
-    """bandit | sokoban | frozenlake."""
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    """Passed to the env constructor (e.g. ``dim_room`` for Sokoban, ``is_slippery`` for FrozenLake)."""
 
 
 @dataclass
@@ -82,7 +74,9 @@ class ValKwargs:
     do_sample: bool = False
     """false = greedy decoding."""
     temperature: float = 1.0
+    """Validation sampling temperature (> 0), used when ``do_sample``."""
     top_p: float = 1.0
+    """Validation nucleus sampling, (0, 1], used when ``do_sample``."""
 
 
 @dataclass
@@ -92,7 +86,9 @@ class RolloutConfig(RolloutFilterConfig):
     name: str = "auto"
     """Generation backend: auto (vLLM when installed, else hf) | hf | vllm."""
     temperature: float = 1.0
+    """Sampling temperature of training rollouts (> 0); the update's log-probs use the same one."""
     top_p: float = 1.0
+    """Nucleus sampling of training rollouts, (0, 1]; 1 = off."""
     response_length: int = 64
     """Max new tokens per turn."""
     max_model_len: int = 2048
@@ -105,7 +101,12 @@ class RolloutConfig(RolloutFilterConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         key = "actor_rollout_ref.rollout."
-        require(self.name in BACKEND_CHOICES, key + "name", self.name, str(list(BACKEND_CHOICES)))
+        require(canonical_metric(self.rollout_filter_metric) not in ("entropy", "entropy_std"),
+                key + "rollout_filter_metric", self.rollout_filter_metric,
+                "reward_std, reward, reward_sum or length (the trainer computes entropies after filtering)")
+        require(self.rollout_filter_max_rerolls == 0, key + "rollout_filter_max_rerolls",
+                self.rollout_filter_max_rerolls, "0 (re-rolls need fresh levels per attempt: not wired yet)")
+        require(self.name in BACKEND_NAMES, key + "name", self.name, str(list(BACKEND_NAMES)))
         require(self.temperature > 0, key + "temperature", self.temperature, "> 0")
         require(0 < self.top_p <= 1, key + "top_p", self.top_p, "(0, 1]")
         require(self.response_length >= 1, key + "response_length", self.response_length, ">= 1")
@@ -124,51 +125,6 @@ class ActorRolloutRefConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     actor: TrainerActorConfig = field(default_factory=TrainerActorConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-
-
-@dataclass
-class EnvSplitConfig:
-    """``es_manager.{train,val}.*``: ``env_groups`` levels per step, ``group_size`` episodes each."""
-
-    env_groups: int = 2
-    group_size: int = 4
-
-
-@dataclass
-class ESManagerConfig:
-    """``es_manager.*``: how many environments run per step (RAGEN's env-state manager)."""
-
-    train: EnvSplitConfig = field(default_factory=EnvSplitConfig)
-    val: EnvSplitConfig = field(default_factory=lambda: EnvSplitConfig(env_groups=2, group_size=1))
-    format_penalty: float = -0.1
-    """Added once for a turn with a missing or invalid action."""
-    train_seed_start: int = 10000
-    val_seed_start: int = 123
-
-    def __post_init__(self) -> None:
-        for split in ("train", "val"):
-            groups = getattr(self, split)
-            require(groups.env_groups >= 1, f"es_manager.{split}.env_groups", groups.env_groups, ">= 1")
-            require(groups.group_size >= 1, f"es_manager.{split}.group_size", groups.group_size, ">= 1")
-
-
-@dataclass
-class AgentProxyConfig:
-    """``agent_proxy.*``: the multi-turn agent's limits and prompt style."""
-
-    max_turn: int = 2
-    max_actions_per_turn: int = 5
-    max_actions_per_traj: int | None = None
-    """null = the env's default (Bandit 1, others 10)."""
-    enable_think: bool = True
-    """Ask for ``<think>...</think><answer>...</answer>``; false asks for the answer only."""
-
-    def __post_init__(self) -> None:
-        require(self.max_turn >= 1, "agent_proxy.max_turn", self.max_turn, ">= 1")
-        require(self.max_actions_per_turn >= 1, "agent_proxy.max_actions_per_turn",
-                 self.max_actions_per_turn, ">= 1")
-        require(self.max_actions_per_traj is None or self.max_actions_per_traj >= 1,
-                 "agent_proxy.max_actions_per_traj", self.max_actions_per_traj, "null or >= 1")
 
 
 @dataclass
@@ -199,20 +155,24 @@ class TrainerConfig:
     """``trainer.*``: run length, naming, checkpoints and validation."""
 
     project_name: str = "turnrl"
+    """wandb project."""
     experiment_name: str | None = None
     """null = ``<env>-<algo>`` (the Hydra group choices; ``<env>-<adv_estimator>`` outside Hydra)."""
     total_training_steps: int = 3
+    """RL steps (one rollout batch and its update each), >= 1."""
     save_freq: int = -1
     """Checkpoint every N steps (and on SIGINT/SIGTERM); <= 0 = only on a signal."""
-    test_freq: int = -1
+    test_freq: int = 10
     """Validate every N steps and after the last one; <= 0 = never."""
     val_before_train: bool = False
+    """Validate once before the first step (logged as step 0)."""
     resume: str = "disable"
     """disable | auto: continue from the newest complete checkpoint in ``default_local_dir`` (to resume
     a killed run, pass its folder: ``trainer.resume=auto hydra.run.dir=<its run dir>``)."""
     default_local_dir: str | None = None
     """Checkpoint folder; null = ``<run dir>/checkpoints``."""
     max_ckpt_to_keep: int = 2
+    """Newest checkpoints kept (>= 1); older ones are deleted after each save."""
 
     def __post_init__(self) -> None:
         require(self.total_training_steps >= 1, "trainer.total_training_steps", self.total_training_steps,
@@ -228,9 +188,11 @@ class WandbConfig:
     mode: str = "offline"
     """offline (default: no account, no network; ``wandb sync`` later) | online | disabled."""
     entity: str | None = None
+    """wandb entity (user or team); null = your default."""
     group: str | None = None
     """Runs sharing a group are shown together (e.g. ``drgrpo-compare-bandit``); null = no group."""
     tags: list[str] = field(default_factory=list)
+    """wandb tags of the run."""
 
     def __post_init__(self) -> None:
         require(self.mode in WANDB_MODES, "logger.wandb.mode", self.mode, str(list(WANDB_MODES)))
@@ -244,6 +206,7 @@ class LoggerConfig:
     """wandb | console."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
     progress_bar: bool = True
+    """A tqdm bar over training steps on the console."""
 
     def __post_init__(self) -> None:
         require(self.backend in LOGGER_CHOICES, "logger.backend", self.backend, str(list(LOGGER_CHOICES)))
@@ -271,6 +234,7 @@ class TurnRLConfig:
     """The whole run (``conf/config.yaml`` + groups + command-line overrides)."""
 
     seed: int = 0
+    """Seeds torch/numpy, the format warm-up, the sampling of every step and the mini-batch shuffles (>= 0)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     actor_rollout_ref: ActorRolloutRefConfig = field(default_factory=ActorRolloutRefConfig)
@@ -280,6 +244,11 @@ class TurnRLConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
+
+    def agent_config(self, show_progress: bool = False) -> AgentConfig:
+        """The rollout engine's view of this run: its ``env``, ``es_manager`` and ``agent_proxy`` nodes."""
+        return AgentConfig(self.env, self.es_manager, self.agent_proxy, self.actor_rollout_ref.rollout.max_model_len,
+                           show_progress)
 
 
 def register_schema() -> None:
@@ -317,7 +286,7 @@ def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
     except ValueError as error:
         raise ValueError(f"env.kwargs for {config.env.name!r}: {error}") from None
     groups = config.es_manager.train
-    try:  # a dry run on zero rewards checks the estimator against the group shape (e.g. group_size >= 2)
+    try:  # a dry run on zero rewards checks the estimator and its options on the group shape
         compute_advantages(torch.zeros(groups.env_groups, groups.group_size), **advantage_options(config))
     except ValueError as error:
         raise ValueError(f"algorithm / es_manager.train: {error}") from None

@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from agents.rollout import RolloutBatch
 from algos.training.schema import LoggerConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -141,3 +142,41 @@ class RunLogger:
             hint = f"  (offline; upload with: wandb sync {wandb_location})" if offline else ""
             print(f"wandb run:      {wandb_location}{hint}")
         return {"metrics_path": self.metrics_path, "curve": curve, "wandb": wandb_location}
+
+
+class SilentLogger:
+    """The logger of ranks > 0: every rank holds the same metrics, rank 0 alone writes them."""
+
+    wandb_run_id = None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def write(self, message: str) -> None:
+        pass
+
+    def finish(self) -> dict[str, Any]:
+        return {}
+
+
+def episode_metrics(batch: RolloutBatch) -> dict[str, float]:
+    """The seeds' headline numbers: ``reward`` (mean), ``reward_std`` (mean in-group std, as TRL) and
+    ``completion_length`` (generated tokens per episode), and the episodes played (all ranks)."""
+    rewards = batch.episode_reward.view(-1, batch.group_size)
+    in_group_std = rewards.std(dim=1).mean().item() if batch.group_size > 1 else 0.0
+    return {
+        "rollout/num_episodes": float(len(batch)),
+        "reward": batch.episode_reward.mean().item(),
+        "reward_std": in_group_std,
+        "completion_length": batch.loss_mask.sum(dim=1).float().mean().item(),
+    }
+
+
+def summary_line(step: int, metrics: dict[str, float]) -> str:
+    """``step k | reward .. | success .. | loss .. | val_success .. | s/step ..`` (the keys present)."""
+    parts = [f"step {step}"]
+    for key, label in (("reward", "reward"), ("rollout/success_rate", "success"), ("actor/loss", "loss"),
+                       ("val/success_rate", "val_success"), ("timing/step_s", "s/step")):
+        if key in metrics:
+            parts.append(f"{label} {metrics[key]:.3f}")
+    return " | ".join(parts)

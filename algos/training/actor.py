@@ -1,0 +1,93 @@
+"""The policy's side of a step: log-probs of the generated tokens, and the PPO update over mini-batches.
+
+Loss normalisation is explicit arithmetic (as verl's ``agg_loss`` takes global counts): every
+micro-batch of a mini-batch divides its summed loss by the *mini-batch's* normaliser
+(``algos.loss_normaliser``: its token count, sequence count or fixed length), so the micro-batch losses
+add up to the mini-batch loss. DeepSpeed averages the ranks' gradients, so each rank scales its loss by
+``world_size``: ``(1/W) sum_r W sum_{i on r} grad L_i = grad L_mini``, one process's gradient exactly.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+from deepspeed.runtime.engine import DeepSpeedEngine
+
+from algos import POLICY_LOSSES, aggregate_loss, kl_penalty, loss_normaliser
+from algos.training.data_parallel import all_reduce_sum, gather_lists, rank_share
+from algos.training.engine import accumulate
+from algos.training.packed_logprobs import grouped_response_log_probs
+from algos.training.schema import TrainerActorConfig
+from algos.training.update_batch import MicroBatch, UpdateBatch
+
+
+@torch.no_grad()
+def sequence_log_probs(model: torch.nn.Module, batch: UpdateBatch, actor: TrainerActorConfig, temperature: float,
+                       device: torch.device, rank: int, world_size: int) -> torch.Tensor:
+    """``[B, T-1]`` log-probs of the generated tokens under ``model``, micro-batch by micro-batch; with
+    several ranks each computes its share of the rows and the sum over ranks assembles them."""
+    model.eval()
+    logp = torch.zeros(batch.response_mask.shape)
+    chunks = list(torch.arange(len(batch)).split(actor.ppo_micro_batch_size_per_gpu))
+    for index, is_padding in rank_share(chunks, rank, world_size):
+        micro = batch.rows(index).to(device)
+        values, _ = grouped_response_log_probs(model, micro.input_ids, micro.attention_mask, micro.response_mask,
+                                               micro.group_index if actor.share_prompt_prefix else None, temperature)
+        if not is_padding:  # a padding pass only keeps the ranks' pass counts equal
+            logp[index, : values.shape[1]] = values.float().cpu()
+    return all_reduce_sum(logp.to(device)).cpu()  # NCCL reduces only device tensors
+
+
+def micro_batch_loss(engine: DeepSpeedEngine, micro: MicroBatch, actor: TrainerActorConfig, temperature: float,
+                     normaliser: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Policy loss (+ ``kl_loss_coef`` x KL to the reference, - ``entropy_coeff`` x entropy) of one
+    micro-batch, each term summed over its tokens and divided by the mini-batch's ``normaliser``.
+    The metrics report each loss as if the micro-batch were aggregated on its own (its own normaliser)."""
+    mask = micro.response_mask
+    own_scale = normaliser / loss_normaliser(mask, actor.loss_agg_mode)
+    logp, entropy = grouped_response_log_probs(engine, micro.input_ids, micro.attention_mask, mask,
+                                               micro.group_index if actor.share_prompt_prefix else None,
+                                               temperature, entropy_grad=actor.entropy_coeff > 0)
+    old_logp = logp.detach() if micro.old_logp is None else micro.old_logp
+    loss, metrics = POLICY_LOSSES[actor.policy_loss](
+        logp, old_logp, micro.advantages, mask, clip_ratio_low=actor.clip_ratio_low,
+        clip_ratio_high=actor.clip_ratio_high, clip_ratio_c=actor.clip_ratio_c, loss_agg_mode=actor.loss_agg_mode,
+        normaliser=normaliser)
+    metrics["actor/pg_loss"] = loss.item() * own_scale
+    metrics["actor/entropy"] = aggregate_loss(entropy.detach(), mask, "token-mean").item()  # nats per token
+    if actor.entropy_coeff > 0:
+        loss = loss - actor.entropy_coeff * aggregate_loss(entropy, mask, actor.loss_agg_mode, normaliser=normaliser)
+    if micro.ref_logp is not None:
+        kl = kl_penalty(logp, micro.ref_logp, actor.kl_loss_type)
+        kl_loss = aggregate_loss(kl, mask, actor.loss_agg_mode, normaliser=normaliser)
+        loss = loss + actor.kl_loss_coef * kl_loss
+        metrics["actor/kl_loss"] = kl_loss.item() * own_scale
+        metrics["kl"] = aggregate_loss(kl.detach(), mask, "token-mean").item()  # per token, as TRL logs it
+    metrics["actor/loss"] = loss.item() * own_scale
+    return loss, metrics
+
+
+def update_policy(engine: DeepSpeedEngine, batch: UpdateBatch, actor: TrainerActorConfig, temperature: float,
+                  shuffle: torch.Generator, rank: int, world_size: int) -> dict[str, float]:
+    """``ppo_epochs`` passes over shuffled mini-batches, one optimizer step each, accumulated over
+    micro-batches (each rank runs its share of every mini-batch's micro-batches); mean metrics."""
+    engine.train()
+    history: dict[str, list[float]] = defaultdict(list)
+    for _ in range(actor.ppo_epochs):
+        for mini in batch.epoch_order(actor.share_prompt_prefix, shuffle).split(actor.ppo_mini_batch_size):
+            normaliser = loss_normaliser(batch.response_mask[mini], actor.loss_agg_mode)
+            micros = [batch.rows(rows) for rows in mini.split(actor.ppo_micro_batch_size_per_gpu)]
+            mine = rank_share(micros, rank, world_size)
+            for i, (micro, is_padding) in enumerate(mine):
+                loss, metrics = micro_batch_loss(engine, micro.to(engine.device), actor, temperature, normaliser)
+                scale = 0.0 if is_padding else float(world_size)  # DeepSpeed averages over the ranks
+                grad_norm = accumulate(engine, loss * scale, is_last=i == len(mine) - 1)
+                if not is_padding:
+                    for key, value in metrics.items():
+                        history[key].append(value)
+            if grad_norm is not None:
+                history["actor/grad_norm"].append(grad_norm)
+    metrics = {key: float(np.mean(values)) for key, values in gather_lists(history).items()}
+    return metrics | {"actor/lr": float(engine.get_lr()[0])}

@@ -1,0 +1,63 @@
+"""The kept episodes as token tensors for the update, and the micro-batches it is cut into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from agents.rollout import RolloutBatch
+from algos.training.packed_logprobs import shuffle_by_group
+
+
+@dataclass
+class MicroBatch:
+    """The rows of one forward/backward pass, trimmed to their longest sequence (``[b, t]``, ``[b, t-1]``)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor  # 1 where input_ids[:, j + 1] was generated
+    advantages: torch.Tensor
+    group_index: torch.Tensor
+    old_logp: torch.Tensor | None
+    ref_logp: torch.Tensor | None
+
+    def to(self, device: torch.device) -> MicroBatch:
+        return MicroBatch(*(None if value is None else value.to(device) for value in vars(self).values()))
+
+
+@dataclass
+class UpdateBatch:
+    """Tensors of the kept episodes; token tensors ``[B, T-1]`` are aligned with the predicted tokens."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    response_mask: torch.Tensor  # [B, T-1]: 1 where input_ids[:, t + 1] was generated
+    advantages: torch.Tensor  # [B, T-1]: the episode's advantage on each generated token
+    group_index: torch.Tensor  # [B]: episodes of one group start with the same prompt
+    old_logp: torch.Tensor | None = None  # None: on-policy single update, taken from the live forward
+    ref_logp: torch.Tensor | None = None
+
+    @classmethod
+    def from_rollout(cls, batch: RolloutBatch, episode_advantages: torch.Tensor) -> UpdateBatch:
+        """Shifted masks and token-level advantages ``A[b, t] = adv[b]`` on every generated token."""
+        response_mask = batch.loss_mask[:, 1:]
+        return cls(batch.input_ids, batch.attention_mask, response_mask,
+                   episode_advantages[:, None] * response_mask.float(), batch.group_index)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def rows(self, index: torch.Tensor) -> MicroBatch:
+        """Episodes ``index``, trimmed to their longest sequence."""
+        width = int(self.attention_mask[index].sum(dim=1).max())
+        token = [None if value is None else value[index, : width - 1]
+                 for value in (self.response_mask, self.advantages, self.old_logp, self.ref_logp)]
+        return MicroBatch(self.input_ids[index, :width], self.attention_mask[index, :width], token[0], token[1],
+                          self.group_index[index], token[2], token[3])
+
+    def epoch_order(self, by_group: bool, generator: torch.Generator) -> torch.Tensor:
+        """One PPO epoch's shuffled row order: whole groups (``by_group``, so micro-batches share a
+        prompt) or single episodes."""
+        return shuffle_by_group(self.group_index, generator) if by_group else \
+            torch.randperm(len(self), generator=generator)
