@@ -96,6 +96,7 @@ class HFBackend:
             start = time.perf_counter()
             cache = self._prefill(prompts, matches, cached, input_ids, attention_mask)
             self.pool.clear()  # the batch cache holds what was reused; unmatched entries (finished episodes) go
+            matches.clear()
             config = self._generation_config(params, max(caps))
             config.return_dict_in_generate = True  # to get the cache back
             tic = time.perf_counter()

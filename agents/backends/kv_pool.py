@@ -92,7 +92,7 @@ class KVPool:
             kept.append((row, CachedSequence(tokens, []), columns))
         for layer in cache.layers:
             for row, entry, columns in kept:
-                entry.layers.append((layer.keys[row, :, columns].clone(), layer.values[row, :, columns].clone()))
+                entry.layers.append((layer.keys[row, :, columns], layer.values[row, :, columns]))  # copies
             layer.keys = layer.values = None  # free the batch cache layer by layer (lower peak memory)
         self.entries = [entry for _, entry, _ in kept]
         self.peak_bytes = max(self.peak_bytes, total)
