@@ -97,6 +97,9 @@ class RolloutConfig(RolloutFilterConfig):
     """Max new tokens per turn."""
     max_model_len: int = 2048
     """Max tokens of a whole episode; longer episodes end truncated."""
+    kv_cache_gib: float = 2.0
+    """KV cache memory: vLLM's cache size; the hf backend's cap on episode caches kept between turns
+    (rows past it are prefilled again; 0 turns the reuse off)."""
     val_kwargs: ValKwargs = field(default_factory=ValKwargs)
 
     def __post_init__(self) -> None:
@@ -111,6 +114,7 @@ class RolloutConfig(RolloutFilterConfig):
         require(self.temperature > 0, key + "temperature", self.temperature, "> 0")
         require(0 < self.top_p <= 1, key + "top_p", self.top_p, "(0, 1]")
         require(self.response_length >= 1, key + "response_length", self.response_length, ">= 1")
+        require(self.kv_cache_gib >= 0, key + "kv_cache_gib", self.kv_cache_gib, ">= 0")
         require(self.max_model_len > self.response_length, key + "max_model_len", self.max_model_len,
                  f"> response_length ({self.response_length})")
         require(self.val_kwargs.temperature > 0, key + "val_kwargs.temperature",

@@ -154,7 +154,9 @@ class Trainer:
         path = self.config.actor_rollout_ref.model.path
         model_dir = None if path == TINY_RANDOM_MODEL else resolve_model_location(path)
         backend = make_backend(self.rollout_cfg.name, self.engine.module, self.tokenizer, model_dir,
-                               max_model_len=self.rollout_cfg.max_model_len, seed=self.config.seed)
+                               max_model_len=self.rollout_cfg.max_model_len, seed=self.config.seed,
+                               kv_cache_gib=self.rollout_cfg.kv_cache_gib,
+                               multi_turn=self.config.agent_proxy.max_turn > 1)
         return RolloutEngine(self.config.agent_config(), self.tokenizer, backend)
 
     def resume(self) -> dict[str, Any]:
@@ -250,7 +252,8 @@ class Trainer:
             batch = gather_rollout(local, engine.pad_token_id)
         if self.rank == 0:
             append_validation_episodes(self.run_dir, self.step, batch)
-        metrics = {"val/" + key.split("/", 1)[-1]: value for key, value in batch.metrics.items()}
+        metrics = {key.replace("timing/", "timing/val_") if key.startswith("timing/") else "val/" + key.split("/", 1)[-1]:
+                   value for key, value in batch.metrics.items()}
         return metrics | {"val/reward": batch.episode_reward.mean().item(), "timing/val_s": time.perf_counter() - tic}
 
     # ----------------------------------------------------------------- the loop
