@@ -44,7 +44,7 @@ from agents.demonstrations import format_demonstrations
 from agents.model import resolve_model_location
 from agents.prompts import pad_token_id
 from agents.rollout import RolloutBatch, RolloutEngine
-from algos import compute_advantages, filter_groups, group_scores
+from algos import compute_advantages
 from algos.training.actor import sequence_log_probs, update_policy
 from algos.training.checkpoint import resume_checkpoint, save_checkpoint
 from algos.training.critic import Critic
@@ -177,12 +177,7 @@ class Trainer:
 
         groups = self.config.es_manager.train
         rewards = batch.episode_reward.view(groups.env_groups, groups.group_size)
-        flt = self.rollout_cfg
-        scores = group_scores(flt.rollout_filter_metric, rewards, lengths=batch.loss_mask.sum(dim=1).view_as(rewards))
-        kept, filter_metrics = filter_groups(rewards, flt.rollout_filter_strategy, value=flt.rollout_filter_value,
-                                             filter_type=flt.rollout_filter_type,
-                                             include_zero=flt.rollout_filter_include_zero, scores=scores,
-                                             top_p_prob_mode=flt.rollout_filter_top_p_prob_mode)
+        kept, filter_metrics = self.rollout_cfg.keep_groups(rewards, batch.loss_mask.sum(dim=1).view_as(rewards))
         if self.critic is None:
             advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
             update_batch = UpdateBatch.from_rollout(batch.select(kept), advantages.flatten())
