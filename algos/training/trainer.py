@@ -7,10 +7,12 @@ DeepSpeed engine, rollout backend), then repeats ``train_step``, which reads top
     kept       = filter_groups(rewards[G, K], ...)               # RAGEN: groups ranked by reward std
     adv[G', K] = compute_advantages(rewards[kept], estimator)    # GRPO / Dr. GRPO / SR-GRPO / ...
     A[b, t]    = adv[b] on every generated token t (loss_mask)
+                 (gae: A, R = GAE of the token rewards and the critic's values, algos.training.critic)
     old_logp   = log pi_old(token t | < t)                       # logits at t-1 predict token t
     ref_logp   = log pi_ref(...)                                  # only with use_kl_loss
     for ppo_epochs, for mini-batches:                            # one optimizer step each
         loss = policy_loss(logp, old_logp, A) + kl_loss_coef * KL - entropy_coeff * H
+    gae: the critic's update on R (the actor's is skipped in steps 1..critic.warmup)
     log; validate every test_freq steps; checkpoint every save_freq steps
 
 Steps count from 1 everywhere (rollout levels, sampling seeds, metrics rows, ``global_step_<k>``).
@@ -36,28 +38,34 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-import envs
 from agents.backends import SamplingParams, make_backend
 from agents.console import say
 from agents.demonstrations import format_demonstrations
-from agents.model import is_embedded, resolve_model_location
+from agents.model import resolve_model_location
 from agents.prompts import pad_token_id
 from agents.rollout import RolloutBatch, RolloutEngine
-from algos import compute_advantages, filter_groups, group_scores
+from algos import compute_advantages
 from algos.training.actor import sequence_log_probs, update_policy
 from algos.training.checkpoint import resume_checkpoint, save_checkpoint
+from algos.training.critic import Critic
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
 from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
-from algos.training.format_warmup import format_warmup
+from algos.training.format_warmup import format_warmup, warmup_skip_reason
 from algos.training.layout import latest_checkpoint
 from algos.training.memory import limit_heap_slack, peak_rss_gib
 from algos.training.nonfinite import NonFiniteGuard
 from algos.training.policy import load_policy
 from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig, advantage_options
 from algos.training.signals import StopRequest
-from algos.training.tracking import RunLogger, SilentLogger, episode_metrics, summary_line
-from algos.training.trajectories import trajectory_rows
+from algos.training.tracking import (
+    RunLogger,
+    SilentLogger,
+    append_validation_episodes,
+    episode_metrics,
+    summary_line,
+)
+from algos.training.trajectories import log_trajectories
 from algos.training.update_batch import UpdateBatch
 
 
@@ -90,11 +98,10 @@ class Trainer:
         if config.actor_rollout_ref.model.enable_gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.model, self.tokenizer, self.rollout_engine = model, tokenizer, rollout_engine
-        self.engine, self.reference = None, None
+        self.engine, self.reference, self.critic = None, None, None
         self.step, self.policy_version, self.synced_version = 0, 0, 0
         self.warmup_metrics: dict[str, float] = {}
-        self.logger: RunLogger | SilentLogger = SilentLogger()
-        self.last_rollout: tuple[RolloutBatch, torch.Tensor, torch.Tensor] | None = None  # batch, kept, advantages
+        self.logger, self.last_rollout = SilentLogger(), None  # last_rollout: (batch, kept, advantages)
         self.resumed_state: dict[str, Any] = {}
         self.nonfinite = NonFiniteGuard(config)
 
@@ -118,26 +125,21 @@ class Trainer:
         if self.world_size > self.config.es_manager.train.env_groups:
             raise ValueError(f"es_manager.train.env_groups={self.config.es_manager.train.env_groups} is invalid "
                              f"with {self.world_size} ranks; allowed: >= the number of ranks (each plays a share)")
+        if self.config.algorithm.token_estimator is not None:  # gae: a value model on its own engine
+            self.critic = Critic(self.config, self.rank, self.world_size)
         if self.rollout_engine is None:
             self.rollout_engine = self.build_rollout_engine()
         self.resumed_state = self.resume() if resuming else {}
 
     def warm_up_format(self) -> dict[str, float]:
         """``format_warmup.steps`` supervised steps on format demonstrations (``algos.training.format_warmup``);
-        none when off or for an env with free-form answers. Every rank runs the same deterministic
-        warm-up, so the ranks start RL from equal weights. Skipped for any model but the embedded one
-        (a TurnRL export or another model: warming it up would push a trained policy back toward chance)."""
-        warmup, path = self.config.format_warmup, self.config.actor_rollout_ref.model.path
-        if warmup.steps == 0:
-            return {}
-        if not (is_embedded(path) or path == TINY_RANDOM_MODEL):
-            say(f"format warm-up skipped: model.path={path} is not the embedded SmolLM2-135M")
-            return {}
-        env = envs.make(self.config.env.name, **self.config.env.kwargs)
-        env.close()
-        if not env.action_names:
-            say(f"format warm-up skipped: env={self.config.env.name} has free-form answers, "
-                  "no random valid action to demonstrate")
+        none when off, skipped with a line saying why (``warmup_skip_reason``). Every rank runs the same
+        deterministic warm-up, so the ranks start RL from equal weights."""
+        warmup = self.config.format_warmup
+        reason = warmup_skip_reason(self.config) if warmup.steps else None
+        if reason:
+            say(f"format warm-up skipped: {reason}")
+        if warmup.steps == 0 or reason:
             return {}
         levels = format_demonstrations(self.config.agent_config(), self.tokenizer, warmup.steps * warmup.levels_per_step,
                                        warmup.replies_per_level, self.rollout_cfg.response_length, seed=self.config.seed)
@@ -151,12 +153,14 @@ class Trainer:
         path = self.config.actor_rollout_ref.model.path
         model_dir = None if path == TINY_RANDOM_MODEL else resolve_model_location(path)
         backend = make_backend(self.rollout_cfg.name, self.engine.module, self.tokenizer, model_dir,
-                               max_model_len=self.rollout_cfg.max_model_len, seed=self.config.seed)
+                               max_model_len=self.rollout_cfg.max_model_len, seed=self.config.seed,
+                               kv_cache_gib=self.rollout_cfg.kv_cache_gib,
+                               multi_turn=self.config.agent_proxy.max_turn > 1)
         return RolloutEngine(self.config.agent_config(), self.tokenizer, backend)
 
     def resume(self) -> dict[str, Any]:
         """Load the newest checkpoint that verifies against its manifest; return its trainer state."""
-        path, state = resume_checkpoint(self.engine, self.ckpt_dir)
+        path, state = resume_checkpoint(self.engine, self.ckpt_dir, getattr(self.critic, "engine", None))
         self.step = int(state["step"])
         self.policy_version += 1
         say(f"resumed from {path} (step {self.step})")
@@ -173,30 +177,32 @@ class Trainer:
 
         groups = self.config.es_manager.train
         rewards = batch.episode_reward.view(groups.env_groups, groups.group_size)
-        flt = self.rollout_cfg
-        scores = group_scores(flt.rollout_filter_metric, rewards, lengths=batch.loss_mask.sum(dim=1).view_as(rewards))
-        kept, filter_metrics = filter_groups(rewards, flt.rollout_filter_strategy, value=flt.rollout_filter_value,
-                                             filter_type=flt.rollout_filter_type,
-                                             include_zero=flt.rollout_filter_include_zero, scores=scores,
-                                             top_p_prob_mode=flt.rollout_filter_top_p_prob_mode)
-        advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
-        update_batch = UpdateBatch.from_rollout(batch.select(kept), advantages.flatten())
-        self.last_rollout = (batch, kept, advantages)
+        kept, filter_metrics = self.rollout_cfg.keep_groups(rewards, batch.loss_mask.sum(dim=1).view_as(rewards))
+        if self.critic is None:
+            advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
+            update_batch = UpdateBatch.from_rollout(batch.select(kept), advantages.flatten())
+        else:  # gae: token advantages from the critic's values
+            update_batch, adv_metrics = self.critic.advantage_batch(batch.select(kept))
+        self.last_rollout = (batch, kept, advantages if self.critic is None else None)
         self.logger.phase("update")
+        update_actor = self.critic is None or not self.critic.actor_frozen(step)
 
         tic = time.perf_counter()
-        if not (self.actor.ppo_epochs == 1 and len(update_batch) <= self.actor.ppo_mini_batch_size):
+        if update_actor and not (self.actor.ppo_epochs == 1 and len(update_batch) <= self.actor.ppo_mini_batch_size):
             update_batch.old_logp = self.log_probs(self.engine, update_batch)  # else old = live, detached
-        if self.reference is not None:
+        if update_actor and self.reference is not None:
             update_batch.ref_logp = self.log_probs(self.reference, update_batch)
         log_prob_s = time.perf_counter() - tic
 
         tic = time.perf_counter()
-        shuffle = torch.Generator().manual_seed(step_seed(self.config.seed, step))
-        metrics |= filter_metrics | adv_metrics | update_policy(self.engine, update_batch, self.actor,
-                                                               self.rollout_cfg.temperature, shuffle, self.rank,
-                                                               self.world_size)
-        self.policy_version += 1
+        metrics |= filter_metrics | adv_metrics
+        if update_actor:
+            shuffle = torch.Generator().manual_seed(step_seed(self.config.seed, step))
+            metrics |= update_policy(self.engine, update_batch, self.actor, self.rollout_cfg.temperature, shuffle,
+                                     self.rank, self.world_size)
+            self.policy_version += 1
+        if self.critic is not None:
+            metrics |= self.critic.update(update_batch, torch.Generator().manual_seed(step_seed(self.config.seed, step)))
         step_s = time.perf_counter() - start
         return metrics | {"timing/rollout_s": rollout_s, "timing/log_prob_s": log_prob_s,
                           "timing/update_s": time.perf_counter() - tic, "timing/step_s": step_s,
@@ -231,7 +237,6 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Episodes on the held-out levels (greedy unless ``val_kwargs.do_sample``), as ``val/*`` metrics."""
         tic = time.perf_counter()
-        self.logger.phase("validate")
         val = self.rollout_cfg.val_kwargs
         params = SamplingParams(temperature=val.temperature if val.do_sample else 0.0, top_p=val.top_p,
                                 max_new_tokens=self.rollout_cfg.response_length, seed=self.config.seed)
@@ -242,7 +247,10 @@ class Trainer:
             share = group_share(self.config.es_manager.val.env_groups, self.rank, self.world_size)
             local = engine.validate(params, groups=share, shard=self.rank) if len(share) else None
             batch = gather_rollout(local, engine.pad_token_id)
-        metrics = {"val/" + key.split("/", 1)[-1]: value for key, value in batch.metrics.items()}
+        if self.rank == 0:
+            append_validation_episodes(self.run_dir, self.step, batch)
+        metrics = {key.replace("timing/", "timing/val_") if key.startswith("timing/") else "val/" + key.split("/", 1)[-1]:
+                   value for key, value in batch.metrics.items()}
         return metrics | {"val/reward": batch.episode_reward.mean().item(), "timing/val_s": time.perf_counter() - tic}
 
     # ----------------------------------------------------------------- the loop
@@ -251,7 +259,8 @@ class Trainer:
         self.setup()
         trainer = self.config.trainer
         self.logger = logger = SilentLogger() if self.rank > 0 else RunLogger(
-            self.run_dir, self.config.logger, project=trainer.project_name, name=experiment_name(self.config),
+            self.run_dir, self.config.logger, project=trainer.project_name, name=trainer.experiment_name
+            or f"{self.config.env.name}-{self.config.algorithm.adv_estimator}",
             run_config=run_config or {}, total_steps=trainer.total_training_steps, start_step=self.step,
             wandb_run_id=self.resumed_state.get("wandb_run_id"))
         metrics: dict[str, float] = {}
@@ -267,15 +276,13 @@ class Trainer:
                     metrics |= self.validate()
                 logger.log(metrics, step=self.step)
                 logger.write(summary_line(self.step, metrics))
-                if self.rank == 0 and trainer.log_trajectories_freq and self.step % trainer.log_trajectories_freq == 0:
-                    logger.log_trajectories(trajectory_rows(self.step, *self.last_rollout, self.config,
-                                                            self.rollout_engine.max_actions_per_traj), self.step)
+                log_trajectories(logger, self)  # every trainer.log_trajectories_freq steps
                 self.nonfinite.after_step(self.step, metrics)  # raises after max_nonfinite_steps in a row
                 stopping = any_rank(bool(stop), self.engine.device)  # a signal may reach some ranks only
                 if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stopping:
                     path = save_checkpoint(self.engine, self.ckpt_dir, self.step,
                                            {"wandb_run_id": logger.wandb_run_id, "logger_step": self.step},
-                                           keep=trainer.max_ckpt_to_keep)
+                                           keep=trainer.max_ckpt_to_keep, critic=getattr(self.critic, "engine", None))
                     logger.write(f"checkpoint: {path}")
         export = export_hf_model(self.engine, self.tokenizer, self.run_dir, self.step)
         outputs = logger.finish()
@@ -283,10 +290,6 @@ class Trainer:
             say(f"hf model:       {export}")
         return {"step": self.step, "metrics": metrics, "stopped_by": stop.signal_name, "hf_model": export,
                 **outputs}
-
-
-def experiment_name(config: TurnRLConfig) -> str:
-    return config.trainer.experiment_name or f"{config.env.name}-{config.algorithm.adv_estimator}"
 
 
 def train(config: TurnRLConfig, run_dir: Path, run_config: dict[str, Any] | None = None) -> dict[str, Any]:

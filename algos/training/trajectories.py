@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,14 +19,19 @@ from agents.replay import replay
 from agents.rollout import RolloutBatch
 from algos.training.schema import TurnRLConfig
 
+if TYPE_CHECKING:
+    from algos.training.trainer import Trainer
+
 TRAJECTORIES_FILE = "trajectories.jsonl"
 
 
-def trajectory_rows(step: int, batch: RolloutBatch, kept: torch.Tensor, advantages: torch.Tensor,
+def trajectory_rows(step: int, batch: RolloutBatch, kept: torch.Tensor, advantages: torch.Tensor | None,
                     config: TurnRLConfig, max_actions_per_traj: int) -> list[dict[str, Any]]:
-    """One row per episode of ``batch``; ``advantages [len(kept), group_size]`` belong to the ``kept`` groups."""
-    advantage_of = {(int(group), member): float(advantages[i, member])
-                    for i, group in enumerate(kept.tolist()) for member in range(batch.group_size)}
+    """One row per episode of ``batch``; ``advantages [len(kept), group_size]`` belong to the ``kept`` groups
+    (None, e.g. token-level GAE advantages: every row's ``advantage`` is null)."""
+    advantage_of = {} if advantages is None else {
+        (int(group), member): float(advantages[i, member])
+        for i, group in enumerate(kept.tolist()) for member in range(batch.group_size)}
     rows = []
     for b in range(len(batch)):
         group, member, seed = int(batch.group_index[b]), b % batch.group_size, int(batch.seeds[b])
@@ -40,6 +45,15 @@ def trajectory_rows(step: int, batch: RolloutBatch, kept: torch.Tensor, advantag
                        "format_ok": t.format_ok, "reward": t.reward} for t in episode.turns],
         })
     return rows
+
+
+def log_trajectories(logger, trainer: Trainer) -> None:
+    """On rank 0, every ``trainer.log_trajectories_freq`` steps (0 = never): the rows of the trainer's last
+    rollout (``trainer.last_rollout``: batch, kept groups, advantages) to ``logger.log_trajectories``."""
+    freq, step = trainer.config.trainer.log_trajectories_freq, trainer.step
+    if trainer.rank == 0 and freq and step % freq == 0:
+        rows = trajectory_rows(step, *trainer.last_rollout, trainer.config, trainer.rollout_engine.max_actions_per_traj)
+        logger.log_trajectories(rows, step)
 
 
 def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
