@@ -8,7 +8,7 @@ setup:
 	bash scripts/setup_env.sh
 
 train: setup
-	$(PY) scripts/train.py env=sokoban algo=drgrpo_soft $(ARGS)
+	$(PY) scripts/train.py env=sokoban algo=drgrpo_soft trainer.val_before_train=true es_manager.val.env_groups=16 $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests

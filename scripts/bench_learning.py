@@ -22,7 +22,6 @@ import platform
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from algos.statistics import aggregate_across_runs, hierarchical_bootstrap_ci
-from algos.training.tracking import METRICS_FILE, VALIDATION_FILE, read_metrics
+from algos.training.tracking import METRICS_FILE, read_metrics, validation_scores
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = ("bandit", "frozenlake", "sokoban")
@@ -52,17 +51,6 @@ def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str
     wall = time.perf_counter() - start
     (run_dir / "wall_s.json").write_text(json.dumps(wall))
     return wall
-
-
-def validation_scores(run_dir: Path) -> dict[int, np.ndarray]:
-    """``{step: success per level}`` from a run's validation episodes (the last row of a (step, level) wins,
-    so a resumed run's repeated validation counts once)."""
-    by_step: dict[int, dict[int, float]] = defaultdict(dict)
-    path = run_dir / VALIDATION_FILE
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        row = json.loads(line)
-        by_step[row["step"]][row["level"]] = float(row["success"])
-    return {step: np.array([levels[k] for k in sorted(levels)]) for step, levels in sorted(by_step.items())}
 
 
 def summarise(env: str, runs: dict[int, Path], walls: dict[int, float], overrides: list[str]) -> dict:

@@ -65,7 +65,7 @@ CASES: list[tuple[str, str]] = [  # (override line, text the error must contain)
     (ACTOR + "entropy_coeff=-0.1", "actor_rollout_ref.actor.entropy_coeff=-0.1"),
     ("algorithm.adv_estimator=vtrace", "algorithm.adv_estimator='vtrace'"),
     ("algorithm.gamma=1.5", "algorithm.gamma=1.5"),
-    ("algorithm.adv_estimator=grpo agent_proxy.use_turn_scores=true".split()[1], "use_turn_scores"),
+    (["algorithm.adv_estimator=grpo", "agent_proxy.use_turn_scores=true"][1], "use_turn_scores"),
     ("algorithm.tau=0", "algorithm.tau=0"),
     ("algorithm.epsilon=-1", "algorithm.epsilon=-1"),
     ("trainer.total_training_steps=0", "trainer.total_training_steps=0"),

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from algos.training.tracking import validation_scores, validation_summary
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_learning.py"
 spec = importlib.util.spec_from_file_location("bench_learning_script", SCRIPT)
 bench = importlib.util.module_from_spec(spec)
@@ -49,7 +51,7 @@ def test_a_resumed_validation_counts_each_level_once(tmp_path):
     write_run(tmp_path / "run", {0: [0, 1]}, step_s=1.0, rss=1.0)
     with (tmp_path / "run" / "validation.jsonl").open("a") as handle:  # step 0 validated again after a resume
         handle.write(json.dumps({"step": 0, "level": 100, "success": True, "reward": 1.0}) + "\n")
-    scores = bench.validation_scores(tmp_path / "run")
+    scores = validation_scores(tmp_path / "run")
     assert list(scores) == [0] and scores[0].tolist() == [1.0, 1.0]
 
 
@@ -57,3 +59,10 @@ def test_a_finished_run_is_not_rerun(tmp_path):
     write_run(tmp_path / "seed0", {0: [0]}, step_s=1.0, rss=1.0)
     (tmp_path / "seed0" / "wall_s.json").write_text("42.0")
     assert bench.run_seed("bandit", 0, 2, tmp_path / "seed0", ["no.such.key=1"]) == 42.0  # no subprocess ran
+
+
+def test_the_run_summary_gives_first_and_last_validation_with_intervals(tmp_path):
+    write_run(tmp_path / "run", {0: [0, 1], 3: [1, 1]}, step_s=1.0, rss=1.0)
+    assert validation_summary(tmp_path / "run") == (
+        "validation success: step 0 0.500 [0.000, 1.000] (n=2) -> step 3 1.000 [1.000, 1.000] (n=2)")
+    assert validation_summary(tmp_path / "empty") is None

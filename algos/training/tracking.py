@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agents.console import bar, say
 from agents.rollout import RolloutBatch
+from algos.statistics import bootstrap_ci
 from algos.training.schema import LoggerConfig
 from algos.training.trajectories import TRAJECTORIES_FILE, append_rows, read_rows, wandb_table
 
@@ -154,6 +158,9 @@ class RunLogger:
         if self.trajectories_path.is_file():
             say(f"trajectories:   {self.trajectories_path}")
         say(f"learning curve: {curve or '(no steps logged)'}")
+        summary = validation_summary(self.run_dir)
+        if summary:
+            say(summary)
         if wandb_location:
             hint = f"  (offline; upload with: wandb sync {wandb_location})" if offline else ""
             say(f"wandb run:      {wandb_location}{hint}")
@@ -221,3 +228,24 @@ def append_validation_episodes(run_dir: Path, step: int, batch: RolloutBatch) ->
                                               batch.episode_reward.tolist(), strict=True)]
     with (Path(run_dir) / VALIDATION_FILE).open("a") as handle:
         handle.write("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def validation_scores(run_dir: Path) -> dict[int, np.ndarray]:
+    """``{step: success per held-out level}`` from ``<run_dir>/validation.jsonl`` (the last row of a
+    (step, level) wins, so a resumed run's repeated validation counts once)."""
+    by_step: dict[int, dict[int, float]] = defaultdict(dict)
+    path = Path(run_dir) / VALIDATION_FILE
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        row = json.loads(line)
+        by_step[row["step"]][row["level"]] = float(row["success"])
+    return {step: np.array([levels[k] for k in sorted(levels)]) for step, levels in sorted(by_step.items())}
+
+
+def validation_summary(run_dir: Path) -> str | None:
+    """``validation success: step 0 0.12 [0.05, 0.21] (n=64) -> step 30 ...``: the first and last
+    validation of the run with 95% bootstrap intervals over levels; None without validation."""
+    scores = validation_scores(run_dir)
+    if not scores:
+        return None
+    parts = [f"step {step} {bootstrap_ci(scores[step])}" for step in sorted({min(scores), max(scores)})]
+    return "validation success: " + " -> ".join(parts)
