@@ -5,6 +5,7 @@ the hf backend's token log-probs are the trainer's, and truncated importance sam
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,3 +135,13 @@ def test_tis_run_logs_the_sampler_mismatch_and_bad_caps_are_refused(tmp_path):
     assert metrics["rollout/logprob_diff_max"] < 1e-4 and metrics["rollout/ratio_max"] == pytest.approx(1.0, abs=1e-4)
     with pytest.raises(ValueError, match=r"tis_imp_ratio_cap=1.0 is invalid; allowed: > 1, or -1"):
         validate(compose_config([*TINY_RUN, "actor_rollout_ref.actor.tis_imp_ratio_cap=1"]))
+
+
+def test_a_gae_runs_critic_trains_the_actors_lora_settings_and_its_value_head():
+    config = validate(compose_config([*TINY_RUN, LORA, "algo=ppo", "trainer.test_freq=-1"]))
+    trainer = Trainer(config, Path("/nonexistent"))
+    trainer.setup()
+    critic = trainer.critic.engine.module
+    trainable = {name for name, p in critic.named_parameters() if p.requires_grad}
+    assert trainable_parameters(critic) == 8704 + 64 + 1  # the trunk's adapters, the value head's weight and bias
+    assert {name for name in trainable if ".lora_" not in name} == {"value_head.weight", "value_head.bias"}
