@@ -37,20 +37,20 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-import envs
 from agents.backends import SamplingParams, make_backend
+from agents.console import say
 from agents.demonstrations import format_demonstrations
 from agents.model import resolve_model_location
 from agents.prompts import pad_token_id
 from agents.rollout import RolloutBatch, RolloutEngine
-from algos import compute_advantages, filter_groups, group_scores
+from algos import compute_advantages
 from algos.training.actor import needs_old_log_probs, sequence_log_probs, update_policy
 from algos.training.checkpoint import resume_checkpoint, save_checkpoint
 from algos.training.critic import Critic
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
 from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
-from algos.training.format_warmup import format_warmup
+from algos.training.format_warmup import format_warmup, warmup_skip_reason
 from algos.training.layout import latest_checkpoint
 from algos.training.lora import enable_gradient_checkpointing, frozen_reference
 from algos.training.memory import limit_heap_slack, peak_rss_gib
@@ -65,6 +65,7 @@ from algos.training.tracking import (
     episode_metrics,
     summary_line,
 )
+from algos.training.trajectories import log_trajectories
 from algos.training.update_batch import UpdateBatch
 
 
@@ -100,6 +101,7 @@ class Trainer:
         self.engine, self.reference, self.critic = None, None, None
         self.step, self.policy_version, self.synced_version = 0, 0, 0
         self.warmup_metrics: dict[str, float] = {}
+        self.logger, self.last_rollout = SilentLogger(), None  # last_rollout: (batch, kept, advantages)
         self.resumed_state: dict[str, Any] = {}
         self.nonfinite = NonFiniteGuard(config)
 
@@ -111,7 +113,7 @@ class Trainer:
             return
         resuming = self.config.trainer.resume == "auto" and latest_checkpoint(self.ckpt_dir) is not None
         if self.config.trainer.resume == "auto" and not resuming:
-            print(f"trainer.resume=auto: no checkpoint in {self.ckpt_dir}, starting from step 0")
+            say(f"trainer.resume=auto: no checkpoint in {self.ckpt_dir}, starting from step 0")
         if not resuming:
             self.warmup_metrics = self.warm_up_format()
         if self.actor.use_kl_loss:  # the initial (warmed-up) policy; under LoRA the base model (algos.training.lora)
@@ -131,22 +133,19 @@ class Trainer:
 
     def warm_up_format(self) -> dict[str, float]:
         """``format_warmup.steps`` supervised steps on format demonstrations (``algos.training.format_warmup``);
-        none when off or for an env with free-form answers. Every rank runs the same deterministic
-        warm-up, so the ranks start RL from equal weights."""
+        none when off, skipped with a line saying why (``warmup_skip_reason``). Every rank runs the same
+        deterministic warm-up, so the ranks start RL from equal weights."""
         warmup = self.config.format_warmup
-        if warmup.steps == 0:
-            return {}
-        env = envs.make(self.config.env.name, **self.config.env.kwargs)
-        env.close()
-        if not env.action_names:
-            print(f"format warm-up skipped: env={self.config.env.name} has free-form answers, "
-                  "no random valid action to demonstrate")
+        reason = warmup_skip_reason(self.config) if warmup.steps else None
+        if reason:
+            say(f"format warm-up skipped: {reason}")
+        if warmup.steps == 0 or reason:
             return {}
         levels = format_demonstrations(self.config.agent_config(), self.tokenizer, warmup.steps * warmup.levels_per_step,
                                        warmup.replies_per_level, self.rollout_cfg.response_length, seed=self.config.seed)
         metrics = format_warmup(self.model, levels, warmup.levels_per_step, warmup.lr, pad_token_id(self.tokenizer))
         self.policy_version += 1
-        print(f"format warm-up: {warmup.steps} steps, reply NLL {metrics['format_warmup/loss_start']:.3f} -> "
+        say(f"format warm-up: {warmup.steps} steps, reply NLL {metrics['format_warmup/loss_start']:.3f} -> "
               f"{metrics['format_warmup/loss_end']:.3f} in {metrics['format_warmup/seconds']:.0f} s")
         return metrics
 
@@ -154,7 +153,9 @@ class Trainer:
         path = self.config.actor_rollout_ref.model.path
         model_dir = None if path == TINY_RANDOM_MODEL else resolve_model_location(path)
         backend = make_backend(self.rollout_cfg.name, self.engine.module, self.tokenizer, model_dir,
-                               max_model_len=self.rollout_cfg.max_model_len, seed=self.config.seed)
+                               max_model_len=self.rollout_cfg.max_model_len, seed=self.config.seed,
+                               kv_cache_gib=self.rollout_cfg.kv_cache_gib,
+                               multi_turn=self.config.agent_proxy.max_turn > 1)
         return RolloutEngine(self.config.agent_config(), self.tokenizer, backend)
 
     def resume(self) -> dict[str, Any]:
@@ -162,30 +163,28 @@ class Trainer:
         path, state = resume_checkpoint(self.engine, self.ckpt_dir, getattr(self.critic, "engine", None))
         self.step = int(state["step"])
         self.policy_version += 1
-        print(f"resumed from {path} (step {self.step})")
+        say(f"resumed from {path} (step {self.step})")
         return state
 
     # ----------------------------------------------------------------- the step
     def train_step(self, step: int) -> dict[str, float]:
         """Roll out, filter, compute advantages, update the policy; return the step's metrics."""
         start = time.perf_counter()
+        self.logger.phase("rollout")
         batch = self.play_train_groups(step)
         rollout_s = time.perf_counter() - start
         metrics = {**batch.metrics, **episode_metrics(batch)}
 
         groups = self.config.es_manager.train
         rewards = batch.episode_reward.view(groups.env_groups, groups.group_size)
-        flt = self.rollout_cfg
-        scores = group_scores(flt.rollout_filter_metric, rewards, lengths=batch.loss_mask.sum(dim=1).view_as(rewards))
-        kept, filter_metrics = filter_groups(rewards, flt.rollout_filter_strategy, value=flt.rollout_filter_value,
-                                             filter_type=flt.rollout_filter_type,
-                                             include_zero=flt.rollout_filter_include_zero, scores=scores,
-                                             top_p_prob_mode=flt.rollout_filter_top_p_prob_mode)
+        kept, filter_metrics = self.rollout_cfg.keep_groups(rewards, batch.loss_mask.sum(dim=1).view_as(rewards))
         if self.critic is None:
             advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
             update_batch = UpdateBatch.from_rollout(batch.select(kept), advantages.flatten())
         else:  # gae: token advantages from the critic's values
             update_batch, adv_metrics = self.critic.advantage_batch(batch.select(kept))
+        self.last_rollout = (batch, kept, advantages if self.critic is None else None)
+        self.logger.phase("update")
         update_actor = self.critic is None or not self.critic.actor_frozen(step)
 
         tic = time.perf_counter()
@@ -250,7 +249,8 @@ class Trainer:
             batch = gather_rollout(local, engine.pad_token_id)
         if self.rank == 0:
             append_validation_episodes(self.run_dir, self.step, batch)
-        metrics = {"val/" + key.split("/", 1)[-1]: value for key, value in batch.metrics.items()}
+        metrics = {key.replace("timing/", "timing/val_") if key.startswith("timing/") else "val/" + key.split("/", 1)[-1]:
+                   value for key, value in batch.metrics.items()}
         return metrics | {"val/reward": batch.episode_reward.mean().item(), "timing/val_s": time.perf_counter() - tic}
 
     # ----------------------------------------------------------------- the loop
@@ -258,7 +258,7 @@ class Trainer:
         """Train ``trainer.total_training_steps`` steps; return the last metrics and output locations."""
         self.setup()
         trainer = self.config.trainer
-        logger = SilentLogger() if self.rank > 0 else RunLogger(
+        self.logger = logger = SilentLogger() if self.rank > 0 else RunLogger(
             self.run_dir, self.config.logger, project=trainer.project_name, name=trainer.experiment_name
             or f"{self.config.env.name}-{self.config.algorithm.adv_estimator}",
             run_config=run_config or {}, total_steps=trainer.total_training_steps, start_step=self.step,
@@ -276,6 +276,7 @@ class Trainer:
                     metrics |= self.validate()
                 logger.log(metrics, step=self.step)
                 logger.write(summary_line(self.step, metrics))
+                log_trajectories(logger, self)  # every trainer.log_trajectories_freq steps
                 self.nonfinite.after_step(self.step, metrics)  # raises after max_nonfinite_steps in a row
                 stopping = any_rank(bool(stop), self.engine.device)  # a signal may reach some ranks only
                 if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stopping:
@@ -286,7 +287,7 @@ class Trainer:
         export = export_hf_model(self.engine, self.tokenizer, self.run_dir, self.step)
         outputs = logger.finish()
         if self.rank == 0:
-            print(f"hf model:       {export}")
+            say(f"hf model:       {export}")
         return {"step": self.step, "metrics": metrics, "stopped_by": stop.signal_name, "hf_model": export,
                 **outputs}
 
