@@ -96,11 +96,13 @@ def test_lora_run_trains_adapters_only_checkpoints_them_and_exports_merged_and_a
     torch.testing.assert_close(logits(from_adapter), adapted, atol=1e-6, rtol=1e-6)
 
 
-def test_hf_backend_log_probs_are_the_trainers(tokenizer):
-    config = validate(compose_config(TINY_RUN))
+@pytest.mark.parametrize("env", ["bandit", "sokoban"])
+def test_hf_backend_log_probs_are_the_trainers(tokenizer, env):
+    config = validate(compose_config([*TINY_RUN, f"env={env}", "agent_proxy.max_turn=3"]))
     model = build_tiny_model(tokenizer, seed=1)
     engine = RolloutEngine(config.agent_config(), tokenizer, HFBackend(model, tokenizer))
     batch = engine.rollout(1, SamplingParams(temperature=0.7, max_new_tokens=8, seed=3))
+    assert int(batch.num_turns.max()) == 3  # turns 2-3 generate from the kept KV cache
     response_mask = batch.loss_mask[:, 1:]
     with torch.no_grad():
         trainer_logp, _ = response_log_probs(model, batch.input_ids, batch.attention_mask, response_mask, 0.7)
