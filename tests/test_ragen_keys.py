@@ -46,6 +46,9 @@ MAPPED = [  # (RAGEN's arguments, {TurnRL key: composed value})
     (["--config-name=_3_frozen_lake", "custom_envs.FrozenLake.max_actions_per_traj=7"],
      {"env.name": "frozenlake", "agent_proxy.max_actions_per_traj": 7}),
     (["agent_proxy.action_sep=||", "+lora.rank=0", "enable_response_mask=True"], {"agent_proxy.max_turn": 1}),
+    (["lora.rank=16", "lora.alpha=32", "lora.target_modules=[q_proj,v_proj]"],
+     {"actor_rollout_ref.model.lora_rank": 16, "actor_rollout_ref.model.lora_alpha": 32,
+      "actor_rollout_ref.model.target_modules": ["q_proj", "v_proj"]}),
     (["seed.train=5", "seed.val=7"], {"es_manager.train_seed_start": 5, "es_manager.val_seed_start": 7}),
     (["algorithm.kl_ctrl.kl_coef=0.0"], {ARR + "actor.use_kl_loss": False}),
 ]
@@ -62,7 +65,7 @@ REFUSED = [  # (RAGEN's argument, the message)
     ("algorithm.kl_ctrl.kl_coef=0.001", "no KL penalty in the reward; use actor_rollout_ref.actor.use_kl_loss=true"),
     ("trainer.local_log_dir=results/", "RAGEN's `trainer.local_log_dir` is TurnRL's `hydra.run.dir"),
     ("trainer.max_critic_ckpt_to_keep=3", "RAGEN's `trainer.max_critic_ckpt_to_keep` is TurnRL's `trainer.max_ckpt_to_keep"),
-    ("lora.rank=16", "RAGEN's `lora.rank`: 16 is not supported: TurnRL fine-tunes every weight"),
+    ("lora.local_temp_dir=lora_temp", "RAGEN's `lora.local_temp_dir`: lora_temp is not supported: adapters are"),
     ("es_manager.train.env_configs.tags=[Bandit,SimpleSokoban]", "one env type per run"),
     ("es_manager.train.env_configs.tags=[WebShop]", "WebShop is not supported: TurnRL has no such env"),
     (ARR + "rollout.gpu_memory_utilization=0.5", "vLLM engine settings are chosen by TurnRL's vllm backend"),

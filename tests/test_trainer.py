@@ -370,11 +370,14 @@ def _metric_rows(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow  # three training subprocesses
-def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["actor_rollout_ref.model.lora_rank=4"]],
+                         ids=["full", "lora"])
+def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path, extra):
+    """A LoRA run's checkpoints hold only the adapters and their optimizer state, and still resume exactly."""
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     env = _fresh_environment()
-    subprocess.run(_train_command(reference), check=True, capture_output=True, timeout=300, cwd=REPO, env=env)
-    process = subprocess.Popen(_train_command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    subprocess.run(_train_command(reference, *extra), check=True, capture_output=True, timeout=300, cwd=REPO, env=env)
+    process = subprocess.Popen(_train_command(killed, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                cwd=REPO, env=env)
     deadline = time.monotonic() + 240
     while latest_checkpoint(killed / "checkpoints") is None and process.poll() is None:
@@ -384,7 +387,7 @@ def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path):
     process.wait()
     resumed_from = int(latest_checkpoint(killed / "checkpoints").name.rsplit("_", 1)[1])
     assert resumed_from < 3, "the run finished before it could be killed"
-    result = subprocess.run(_train_command(killed, "trainer.resume=auto"), check=True, capture_output=True,
+    result = subprocess.run(_train_command(killed, *extra, "trainer.resume=auto"), check=True, capture_output=True,
                             text=True, timeout=300, cwd=REPO, env=env)
     assert f"(step {resumed_from})" in result.stdout
     expected = _metric_rows(reference)

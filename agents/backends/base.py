@@ -9,6 +9,10 @@ Contract of ``Backend.generate(prompts, params, max_new_tokens=None)``:
   a result never exceeds its cap.
 - ``temperature == 0`` is greedy; with ``params.seed`` set, sampling is reproducible for the same
   prompts and weights.
+``generate_scored`` (optional, :class:`ScoringBackend`) also returns each returned token's log-prob
+under the sampling policy, ``log softmax(logits / temperature)`` over the full vocabulary at the step
+that sampled it (temperature 1 when greedy), the quantity the trainer computes; a backend whose
+sampler truncates the distribution (vLLM with ``top_p < 1``) reports the truncated one.
 ``update_weights(model)`` makes later generations use the weights of the trainer's ``model``;
 ``close()`` frees what the backend holds (an engine, its caches); the backend is unusable afterwards.
 Which backend a run gets is decided in ``agents.backends.factory``.
@@ -16,6 +20,7 @@ Which backend a run gets is decided in ``agents.backends.factory``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -65,6 +70,15 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class ScoringBackend(Backend, Protocol):
+    """A backend that also reports the log-prob of every token it returns (module docstring)."""
+
+    def generate_scored(
+        self, prompts: list[list[int]], params: SamplingParams, max_new_tokens: Sequence[int] | None = None
+    ) -> tuple[list[list[int]], list[list[float]]]: ...
+
+
 def resolve_caps(
     prompts: Sequence[Sequence[int]], params: SamplingParams, max_new_tokens: Sequence[int] | None
 ) -> list[int]:
@@ -105,3 +119,29 @@ def trim_completion(
                 low = mid + 1
         ids = ids[:low]
     return ids
+
+
+def generate_checked(
+    backend: Backend, prompts: list[list[int]], params: SamplingParams, caps: list[int], vocab_size: int
+) -> tuple[list[list[int]], list[list[float]] | None]:
+    """``backend``'s replies, and from a :class:`ScoringBackend` their token log-probs (else None), if it
+    kept its contract: one reply per prompt, reply ``i`` at most ``caps[i]`` ids, every id an int in
+    ``[0, vocab_size)``, one log-prob per id; else ValueError naming the backend class and the bad value."""
+    name = type(backend).__name__
+    if isinstance(backend, ScoringBackend):
+        replies, log_probs = backend.generate_scored(prompts, params, caps)
+    else:
+        replies, log_probs = backend.generate(prompts, params, caps), None
+    if len(replies) != len(caps):
+        raise ValueError(f"{name}.generate returned {len(replies)} replies for {len(caps)} prompts")
+    for i, (reply, cap) in enumerate(zip(replies, caps, strict=True)):
+        if len(reply) > cap:
+            raise ValueError(f"{name}.generate returned {len(reply)} ids for prompt {i}; allowed: at most its cap {cap}")
+        bad = [t for t in reply if not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size]
+        if bad:
+            raise ValueError(f"{name}.generate returned token id {bad[0]!r} for prompt {i}; "
+                             f"allowed: ints in [0, {vocab_size}) (the tokenizer's vocabulary)")
+        if log_probs is not None and (i >= len(log_probs) or len(log_probs[i]) != len(reply)):
+            raise ValueError(f"{name}.generate_scored returned no log-prob per token for prompt {i}; "
+                             "allowed: one per returned id")
+    return replies, log_probs

@@ -35,6 +35,8 @@ import torch
 from transformers import (
     Cache,
     GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     StoppingCriteria,
@@ -74,12 +76,18 @@ class HFBackend:
             eos_token_id=sorted(self.eos_token_ids),
         )
 
-    @torch.no_grad()
     def generate(
         self, prompts: list[list[int]], params: SamplingParams, max_new_tokens: Sequence[int] | None = None
     ) -> list[list[int]]:
+        return self.generate_scored(prompts, params, max_new_tokens)[0]
+
+    @torch.no_grad()
+    def generate_scored(
+        self, prompts: list[list[int]], params: SamplingParams, max_new_tokens: Sequence[int] | None = None
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """:meth:`generate` and each returned token's log-prob (``agents.backends.base``)."""
         if not prompts:
-            return []
+            return [], []
         caps = resolve_caps(prompts, params, max_new_tokens)
         if self._version() != self._weights_version:
             self.clear_cache()
@@ -97,6 +105,7 @@ class HFBackend:
             matches.clear()
             config = self.generation_config(params, max(caps))
             config.return_dict_in_generate = True  # to get the cache back
+            scores = _SampledLogProbs(params.temperature or 1.0)
             tic = time.perf_counter()
             with _seeded(params.seed, device):
                 output = self.model.generate(
@@ -104,6 +113,7 @@ class HFBackend:
                     attention_mask=attention_mask,
                     past_key_values=cache,
                     generation_config=config,
+                    logits_processor=LogitsProcessorList([scores]),
                     stopping_criteria=StoppingCriteriaList([_StopStrings(params.stop, width, self.tokenizer)]),
                 )
             steps = output.sequences.shape[1] - width
@@ -117,7 +127,8 @@ class HFBackend:
             for ids, cap in zip(output.sequences[:, width:].tolist(), caps, strict=True)
         ]
         self._keep(prompts, completions, attention_mask, output.past_key_values, width + steps - 1)
-        return completions
+        log_probs = scores.finish(output.sequences).tolist()
+        return completions, [row[: len(ids)] for row, ids in zip(log_probs, completions, strict=True)]
 
     def clear_cache(self) -> None:
         """Free every kept KV cache (and forget the weights they were computed with)."""
@@ -209,6 +220,32 @@ def left_padded(prompts: Sequence[Sequence[int]], width: int, pad_token_id: int)
         input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
         attention_mask[row, width - len(prompt) :] = 1
     return input_ids, attention_mask
+
+
+class _SampledLogProbs(LogitsProcessor):
+    """Records ``log softmax(logits / temperature)[sampled token]`` per generated token, holding one step's
+    ``[B, V]`` at a time. Placed before ``generate``'s warpers, it sees the model's logits; the token sampled
+    from call ``k``'s logits is the last column of call ``k + 1``'s ids (the last one: :meth:`finish`)."""
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+        self.last: torch.Tensor | None = None
+        self.values: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._take(input_ids[:, -1])
+        self.last = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        if self.last is not None:
+            self.values.append(self.last.gather(1, tokens[:, None])[:, 0].cpu())
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """``[B, generated]`` log-probs of the generated columns of ``sequences`` (the output ids)."""
+        self._take(sequences[:, -1])
+        self.last = None
+        return torch.stack(self.values, dim=1) if self.values else torch.zeros(len(sequences), 0)
 
 
 class _StopStrings(StoppingCriteria):

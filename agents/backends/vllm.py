@@ -33,7 +33,7 @@ from vllm.platforms import current_platform  # noqa: E402
 
 from agents.backends.base import SamplingParams, resolve_caps, trim_completion  # noqa: E402
 from agents.backends.hardware import default_vllm_dtype  # noqa: E402
-from agents.model import resolve_dtype  # noqa: E402
+from agents.model import merged_weights, resolve_dtype  # noqa: E402
 from agents.prompts import eos_token_ids  # noqa: E402
 
 GIB = 2**30
@@ -65,10 +65,10 @@ class WeightSyncExtension:
 
 
 def save_weights(model: torch.nn.Module, dtype: torch.dtype, path: str | Path) -> None:
-    """Write the parameters of ``model`` (tied ones once) in ``dtype`` to the safetensors file ``path``."""
+    """Write the parameters of ``model`` (tied ones once; a LoRA model's merged, ``merged_weights``) in
+    ``dtype`` to the safetensors file ``path``."""
     tensors = {
-        name: parameter.detach().to(device="cpu", dtype=dtype).contiguous()
-        for name, parameter in model.named_parameters()
+        name: parameter.to(device="cpu", dtype=dtype).contiguous() for name, parameter in merged_weights(model).items()
     }
     save_file(tensors, str(path))
 
@@ -133,6 +133,7 @@ class VLLMBackend:
             seed=seed,
             enable_prefix_caching=enable_prefix_caching,
             worker_extension_cls=f"{__name__}.{WeightSyncExtension.__qualname__}",
+            logprobs_mode="processed_logprobs",  # sampled tokens' log-probs after temperature, as the trainer's
             **settings,
         )
         self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model_dir)
@@ -157,13 +158,20 @@ class VLLMBackend:
             stop_token_ids=sorted(self.eos_token_ids),
             include_stop_str_in_output=True,
             seed=None if params.seed is None else request_seed(params.seed, index),
+            logprobs=0,  # the sampled token's (processed_logprobs: after temperature and top_p)
         )
 
     def generate(
         self, prompts: list[list[int]], params: SamplingParams, max_new_tokens: Sequence[int] | None = None
     ) -> list[list[int]]:
+        return self.generate_scored(prompts, params, max_new_tokens)[0]
+
+    def generate_scored(
+        self, prompts: list[list[int]], params: SamplingParams, max_new_tokens: Sequence[int] | None = None
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """:meth:`generate` and each returned token's log-prob as the sampler saw it (``agents.backends.base``)."""
         if not prompts:
-            return []
+            return [], []
         caps = resolve_caps(prompts, params, max_new_tokens)
         too_long = [len(prompt) for prompt in prompts if len(prompt) >= self.max_model_len]
         if too_long:
@@ -179,10 +187,15 @@ class VLLMBackend:
         self.counters["prefill_positions"] += sum(
             len(prompt) - (output.num_cached_tokens or 0) for prompt, output in zip(prompts, outputs, strict=True))
         self.counters["decode_positions"] += sum(len(output.outputs[0].token_ids) for output in outputs)
-        return [
+        completions = [
             trim_completion(output.outputs[0].token_ids, cap, self.eos_token_ids, params.stop, self.tokenizer)
             for output, cap in zip(outputs, caps, strict=True)
         ]
+        log_probs = [
+            [position[token].logprob for position, token in zip(output.outputs[0].logprobs, ids, strict=False)]
+            for output, ids in zip(outputs, completions, strict=True)
+        ]
+        return completions, log_probs
 
     def log_probs(self, sequences: list[list[int]]) -> list[torch.Tensor]:
         """Per-token log-probs the engine assigns to ``sequences``: entry ``t`` of result ``i`` is

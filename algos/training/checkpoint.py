@@ -2,7 +2,8 @@
 the newest one that verifies; reading a checkpoint's policy weights back.
 
 Layout (``algos.training.layout``): ``<ckpt_dir>/global_step_<k>/`` holding DeepSpeed's files (tag
-``model``: weights, optimizer, LR schedule; a gae run's critic engine under tag ``critic``), ``trainer_state.pt`` (step, RNG states, logger state: tensors and plain types only) and,
+``model``: the trained weights (under LoRA the adapters only, DeepSpeed's ``exclude_frozen_parameters``),
+optimizer, LR schedule; a gae run's critic engine under tag ``critic``), ``trainer_state.pt`` (step, RNG states, logger state: tensors and plain types only) and,
 written last, ``manifest.json`` (sha256 of every file, see ``algos.training.checkpoint_files``). A
 checkpoint is written into ``.tmp-global_step_<k>`` and renamed into place when complete, so a folder
 named ``global_step_<k>`` is always complete; leftovers of a killed or failed save are removed. Weights
@@ -13,9 +14,11 @@ Every file is read with ``weights_only=True`` (DeepSpeed's reads too), after its
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,23 @@ def nonfinite_parameters(module: torch.nn.Module) -> list[str]:
     return [name for name, p in module.named_parameters() if not getattr(p, "ds_tensor", p).isfinite().all()]
 
 
+@contextlib.contextmanager
+def frozen_weights_left_out(module: torch.nn.Module) -> Iterator[None]:
+    """Within the block ``module.state_dict()`` leaves out every frozen weight (LoRA's base weights) under
+    all its names: DeepSpeed's ``exclude_frozen_parameters`` misses a tied alias (``lm_head`` = embeddings)."""
+    frozen = {name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+    def drop(_: torch.nn.Module, state: dict[str, Any], prefix: str, __: Any) -> None:
+        for name in frozen:
+            state.pop(prefix + name, None)
+
+    handle = module.register_state_dict_post_hook(drop)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def save_checkpoint(
     engine: DeepSpeedEngine, ckpt_dir: Path, step: int, trainer_state: dict[str, Any], keep: int,
     critic: DeepSpeedEngine | None = None,
@@ -99,9 +119,10 @@ def save_checkpoint(
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
         barrier()
-        engine.save_checkpoint(str(staging), tag=DEEPSPEED_TAG)
-        if critic is not None:
-            critic.save_checkpoint(str(staging), tag=CRITIC_TAG)
+        for model, tag in ((engine, DEEPSPEED_TAG), (critic, CRITIC_TAG)):
+            if model is not None:
+                with frozen_weights_left_out(model.module):
+                    model.save_checkpoint(str(staging), tag=tag, exclude_frozen_parameters=True)
         barrier()
         if is_main_process():
             torch.save({**trainer_state, "step": step, "rng": rng_state()}, staging / TRAINER_STATE_FILE)
@@ -188,8 +209,8 @@ def resume_checkpoint(engine: DeepSpeedEngine, ckpt_dir: Path,
     for model, tag in ((engine, DEEPSPEED_TAG), (critic, CRITIC_TAG)):
         if model is None:
             continue
-        with weights_only_loads():
-            load_path, _ = model.load_checkpoint(str(choice), tag=tag)
+        with weights_only_loads():  # a LoRA checkpoint holds no frozen weight: the model already has them
+            load_path, _ = model.load_checkpoint(str(choice), tag=tag, load_module_strict=not frozen_parameters(model))
         if load_path is None:
             raise CheckpointError(f"no DeepSpeed checkpoint (tag {tag!r}) in {choice}")
     set_rng_state(state["rng"])
@@ -209,11 +230,18 @@ def checkpoint_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     return safe_load(model_states, map_location="cpu")["module"]
 
 
+def frozen_parameters(model: torch.nn.Module) -> bool:
+    """True when some weight has no gradient (LoRA's base weights), so checkpoints leave it out."""
+    return any(not p.requires_grad for p in getattr(model, "module", model).parameters())
+
+
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load ``state``; only weights tied to a loaded one (e.g. ``lm_head`` = embeddings) may be absent."""
+    """Load ``state``; only weights tied to a loaded one (e.g. ``lm_head`` = embeddings) and frozen ones
+    (LoRA's base weights, which the model was built with) may be absent."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     own = model.state_dict()
     loaded = {own[key].data_ptr() for key in state if key in own}
-    untied = [key for key in missing if own[key].data_ptr() not in loaded]
+    frozen = {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    untied = [key for key in missing if own[key].data_ptr() not in loaded and key not in frozen]
     if unexpected or untied:
         raise ValueError(f"checkpoint does not match the model: missing {untied}, unexpected {unexpected}")

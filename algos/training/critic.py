@@ -31,6 +31,7 @@ from agents.rollout import RolloutBatch
 from algos import compute_token_advantages, explained_variance, loss_normaliser, value_loss
 from algos.training.actor import optimise, token_outputs
 from algos.training.engine import build_engine
+from algos.training.lora import apply_lora, enable_gradient_checkpointing
 from algos.training.packed_logprobs import grouped_response_logits
 from algos.training.policy import load_policy
 from algos.training.schema import TrainerActorConfig, TurnRLConfig, token_advantage_options
@@ -64,13 +65,15 @@ class ValueModel(torch.nn.Module):
 
 def load_value_model(config: TurnRLConfig) -> ValueModel:
     """The trunk of ``critic.model_path`` (null: the policy's path; ``tiny-random``: the tiny model built
-    from the run's seed, so equal to the policy's initial weights) with a zero value head."""
+    from the run's seed, so equal to the policy's initial weights) with a zero value head; with
+    ``actor_rollout_ref.model.lora_rank > 0`` the trunk gets adapters of the actor's settings."""
     model_config = config.actor_rollout_ref.model
     path = model_config.path if config.critic.model_path is None else config.critic.model_path
-    language_model, _ = load_policy(dataclasses.replace(model_config, path=path), config.seed)
+    language_model, _ = load_policy(dataclasses.replace(model_config, path=path, lora_rank=0), config.seed)
+    trunk = apply_lora(language_model.base_model, model_config)  # the actor's LoRA settings; the head trains fully
     if model_config.enable_gradient_checkpointing:
-        language_model.gradient_checkpointing_enable()
-    return ValueModel(language_model.base_model)
+        enable_gradient_checkpointing(trunk)
+    return ValueModel(trunk)
 
 
 def micro_batch_values(model: torch.nn.Module, micro: MicroBatch, share_prompt_prefix: bool) -> torch.Tensor:

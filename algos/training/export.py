@@ -14,9 +14,11 @@ from pathlib import Path
 from deepspeed.runtime.engine import DeepSpeedEngine
 from transformers import PreTrainedTokenizerBase
 
+from agents.model import merged_weights
 from algos.training.checkpoint import barrier, is_main_process
 from algos.training.engine import full_parameters
 from algos.training.layout import EXPORT_INFO_FILE, HF_MODEL_DIR
+from algos.training.lora import ADAPTER_DIR, is_lora
 
 
 def export_hf_model(
@@ -26,14 +28,20 @@ def export_hf_model(
 
     Every rank calls this: under ZeRO-3 the partitioned weights are gathered collectively, then rank 0
     writes ``.tmp-hf_model`` (plus ``turnrl_export.json`` = ``{"step": step}``) and renames it into
-    place, replacing an older export. The weights are the module's (bf16 when training in bf16).
+    place, replacing an older export. The weights are the module's (bf16 when training in bf16); under
+    LoRA the merged ``W + (alpha / r) B A`` (``algos.training.lora``), plus the adapters alone in
+    ``hf_model/adapter`` (a ``peft`` folder naming its base model).
     """
     target = Path(run_dir) / HF_MODEL_DIR
     staging = target.with_name(f".tmp-{HF_MODEL_DIR}")
     with full_parameters(engine) as policy:
         if is_main_process():
             shutil.rmtree(staging, ignore_errors=True)
-            policy.save_pretrained(staging, safe_serialization=True)
+            if is_lora(policy):  # the merged model, and the adapters alone in hf_model/adapter
+                policy.get_base_model().save_pretrained(staging, state_dict=merged_weights(policy))
+                policy.save_pretrained(staging / ADAPTER_DIR)
+            else:
+                policy.save_pretrained(staging, safe_serialization=True)
             tokenizer.save_pretrained(staging)
             (staging / EXPORT_INFO_FILE).write_text(json.dumps({"step": step}) + "\n")
             shutil.rmtree(target, ignore_errors=True)

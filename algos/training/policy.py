@@ -22,6 +22,7 @@ from agents.rollout import RolloutEngine
 from algos.training.checkpoint import checkpoint_state_dict, load_weights
 from algos.training.compose import compose_config
 from algos.training.layout import TRAINER_STATE_FILE, checkpoints, export_step, exported_model
+from algos.training.lora import adapter_base, apply_lora, load_adapter
 from algos.training.schema import TINY_RANDOM_MODEL, ModelConfig, TurnRLConfig
 
 EMBEDDED = "embedded"
@@ -30,12 +31,20 @@ _RUN_ONLY_PREFIXES = ("hydra.", "trainer.", "logger", "system.", "env=")
 
 
 def load_policy(model: ModelConfig, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """``model.path``: ``tiny-random`` builds a random 2-layer model (tests), else agents' loader
-    (null = the embedded SmolLM2-135M-Instruct, a local folder, or a hub name)."""
+    """``model.path``: ``tiny-random`` builds a random 2-layer model (tests), an adapter folder (a LoRA
+    run's ``hf_model/adapter``) its base model with those adapters, else agents' loader (null = the
+    embedded SmolLM2-135M-Instruct, a local folder, or a hub name). ``model.lora_rank > 0`` adds fresh
+    adapters (``algos.training.lora``)."""
+    base = adapter_base(model.path, model)
+    if base is not None:
+        policy, tokenizer = load_policy(base, seed)
+        return load_adapter(policy, model.path), tokenizer
     if model.path == TINY_RANDOM_MODEL:
         tokenizer = load_tokenizer(None)
-        return build_tiny_model(tokenizer, seed=seed), tokenizer
-    return load_model_and_tokenizer(model.path, dtype=model.dtype)
+        policy = build_tiny_model(tokenizer, seed=seed)
+    else:
+        policy, tokenizer = load_model_and_tokenizer(model.path, dtype=model.dtype)
+    return apply_lora(policy, model), tokenizer
 
 
 @dataclass
@@ -103,7 +112,8 @@ def load_eval_policy(checkpoint: Path | None, model: str | None, extra: Sequence
         run_dir, weights = find_weights(checkpoint)
         trained_env = run_env(run_dir)
         if exported_model(weights) is not None:  # a model folder: load it as the model path
-            overrides = [*run_overrides(run_dir), f"actor_rollout_ref.model.path='{weights}'", *extra]
+            overrides = [*run_overrides(run_dir), f"actor_rollout_ref.model.path='{weights}'",
+                         "actor_rollout_ref.model.lora_rank=0", *extra]  # a LoRA run exports merged weights
             description = f"{run_dir.name} @ {weights.name} (step {export_step(weights)})"
         else:
             step_dir = weights

@@ -41,9 +41,21 @@ class ModelConfig:
     """Weights' dtype on load (training runs fp32 master weights; bf16 compute comes from ``actor.bf16``)."""
     enable_gradient_checkpointing: bool = False
     """Recompute activations in backward (less memory, ~30% more compute); works with ``share_prompt_prefix``."""
+    lora_rank: int = 0
+    """LoRA adapter rank (``peft``), >= 0; 0 = off (every weight trains). Also the critic's (``algos.training.lora``)."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator, > 0: the update is ``(lora_alpha / lora_rank) * B @ A``."""
+    target_modules: Any = "all-linear"
+    """Layers that get adapters: ``all-linear`` (every linear layer but the LM head) or a list of module names."""
 
     def __post_init__(self) -> None:
-        require(self.dtype in DTYPES, "actor_rollout_ref.model.dtype", self.dtype, str(sorted(DTYPES)))
+        key = "actor_rollout_ref.model."
+        require(self.dtype in DTYPES, key + "dtype", self.dtype, str(sorted(DTYPES)))
+        require(self.lora_rank >= 0, key + "lora_rank", self.lora_rank, ">= 0 (0 = off)")
+        require(self.lora_alpha > 0, key + "lora_alpha", self.lora_alpha, "> 0")
+        names = [self.target_modules] if isinstance(self.target_modules, str) else self.target_modules
+        require(isinstance(names, (list, tuple)) and len(names) > 0 and all(isinstance(n, str) and n for n in names),
+                key + "target_modules", self.target_modules, "all-linear or a non-empty list of module names")
 
 
 @dataclass
@@ -61,6 +73,9 @@ class TrainerActorConfig(ActorConfig):
     """DeepSpeed ZeRO stage: 0 (plain data parallel), 1, 2 or 3."""
     bf16: str = "auto"
     """auto (on when the GPU supports bf16, never on CPU) | true | false."""
+    tis_imp_ratio_cap: float = -1.0
+    """Truncated importance sampling: each token's policy loss times ``min(pi_old / pi_sampler, cap)``
+    (``algos.training.actor``); > 1, or -1 = off. Needs a backend that returns rollout log-probs."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -69,6 +84,8 @@ class TrainerActorConfig(ActorConfig):
                  self.ppo_micro_batch_size_per_gpu, ">= 1")
         require(self.zero_stage in (0, 1, 2, 3), key + "zero_stage", self.zero_stage, "0, 1, 2 or 3")
         require(self.bf16 in BF16_CHOICES, key + "bf16", self.bf16, str(list(BF16_CHOICES)))
+        require(self.tis_imp_ratio_cap == -1 or self.tis_imp_ratio_cap > 1, key + "tis_imp_ratio_cap",
+                self.tis_imp_ratio_cap, "> 1, or -1 (off)")
 
 
 @dataclass

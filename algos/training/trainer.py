@@ -28,7 +28,6 @@ share a run dir. At the end (finished or stopped by a signal) the policy is expo
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ from agents.model import resolve_model_location
 from agents.prompts import pad_token_id
 from agents.rollout import RolloutBatch, RolloutEngine
 from algos import compute_advantages
-from algos.training.actor import sequence_log_probs, update_policy
+from algos.training.actor import needs_old_log_probs, sequence_log_probs, update_policy
 from algos.training.checkpoint import resume_checkpoint, save_checkpoint
 from algos.training.critic import Critic
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
@@ -53,6 +52,7 @@ from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
 from algos.training.format_warmup import format_warmup, warmup_skip_reason
 from algos.training.layout import latest_checkpoint
+from algos.training.lora import enable_gradient_checkpointing, frozen_reference
 from algos.training.memory import limit_heap_slack, peak_rss_gib
 from algos.training.nonfinite import NonFiniteGuard
 from algos.training.policy import load_policy
@@ -96,7 +96,7 @@ class Trainer:
         if model is None or tokenizer is None:
             model, tokenizer = load_policy(config.actor_rollout_ref.model, config.seed)
         if config.actor_rollout_ref.model.enable_gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            enable_gradient_checkpointing(model)
         self.model, self.tokenizer, self.rollout_engine = model, tokenizer, rollout_engine
         self.engine, self.reference, self.critic = None, None, None
         self.step, self.policy_version, self.synced_version = 0, 0, 0
@@ -116,8 +116,8 @@ class Trainer:
             say(f"trainer.resume=auto: no checkpoint in {self.ckpt_dir}, starting from step 0")
         if not resuming:
             self.warmup_metrics = self.warm_up_format()
-        if self.actor.use_kl_loss:  # frozen copy of the initial (warmed-up) policy
-            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        if self.actor.use_kl_loss:  # the initial (warmed-up) policy; under LoRA the base model (algos.training.lora)
+            self.reference = frozen_reference(self.model)
         self.engine = build_engine(self.model, self.actor)
         if self.reference is not None:
             self.reference.to(self.engine.device)
@@ -188,7 +188,7 @@ class Trainer:
         update_actor = self.critic is None or not self.critic.actor_frozen(step)
 
         tic = time.perf_counter()
-        if update_actor and not (self.actor.ppo_epochs == 1 and len(update_batch) <= self.actor.ppo_mini_batch_size):
+        if update_actor and needs_old_log_probs(self.actor, len(update_batch)):
             update_batch.old_logp = self.log_probs(self.engine, update_batch)  # else old = live, detached
         if update_actor and self.reference is not None:
             update_batch.ref_logp = self.log_probs(self.reference, update_batch)

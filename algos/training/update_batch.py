@@ -23,6 +23,7 @@ class MicroBatch:
     ref_logp: torch.Tensor | None
     values: torch.Tensor | None = None
     returns: torch.Tensor | None = None
+    rollout_logp: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> MicroBatch:
         return MicroBatch(*(None if value is None else value.to(device) for value in vars(self).values()))
@@ -41,13 +42,15 @@ class UpdateBatch:
     ref_logp: torch.Tensor | None = None
     values: torch.Tensor | None = None  # [B, T-1]: the critic's values at rollout time (gae)
     returns: torch.Tensor | None = None  # [B, T-1]: the critic's regression targets (gae)
+    rollout_logp: torch.Tensor | None = None  # [B, T-1]: the sampler's log-probs (None: the backend gave none)
 
     @classmethod
     def from_rollout(cls, batch: RolloutBatch, episode_advantages: torch.Tensor) -> UpdateBatch:
         """Shifted masks and token-level advantages ``A[b, t] = adv[b]`` on every generated token."""
         response_mask = batch.loss_mask[:, 1:]
+        sampler = None if batch.rollout_log_probs is None else batch.rollout_log_probs[:, 1:]
         return cls(batch.input_ids, batch.attention_mask, response_mask,
-                   episode_advantages[:, None] * response_mask.float(), batch.group_index)
+                   episode_advantages[:, None] * response_mask.float(), batch.group_index, rollout_logp=sampler)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -56,7 +59,8 @@ class UpdateBatch:
         """Episodes ``index``, trimmed to their longest sequence."""
         width = int(self.attention_mask[index].sum(dim=1).max())
         token = [None if value is None else value[index, : width - 1] for value in
-                 (self.response_mask, self.advantages, self.old_logp, self.ref_logp, self.values, self.returns)]
+                 (self.response_mask, self.advantages, self.old_logp, self.ref_logp, self.values, self.returns,
+                  self.rollout_logp)]
         return MicroBatch(self.input_ids[index, :width], self.attention_mask[index, :width], token[0], token[1],
                           self.group_index[index], *token[2:])
 

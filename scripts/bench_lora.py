@@ -1,0 +1,140 @@
+"""What LoRA saves: one training step of the embedded model, full fine-tuning next to LoRA rank 8 and 32.
+
+    python scripts/bench_lora.py [--out benchmarks/lora.json] [--threads 1]
+
+A Bandit batch (4 groups x 4 episodes, at most 48 new tokens, temperature 1) is played once by the
+embedded SmolLM2-135M (fp32, hf backend, no format warm-up) and saved; then each variant runs one
+``algo=drgrpo_soft`` step on it in its own process (a fixed rollout: no generation time) and writes a
+checkpoint. Reported: the step's ``timing/step_s`` and ``timing/update_s``, the process's peak resident
+memory (``ru_maxrss``, the model load included), the checkpoint's size on disk and the trainable
+parameter count. Writes JSON, prints Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from agents.rollout import RolloutBatch
+from algos.training.lora import trainable_parameters
+from algos.training.schema import register_schema, validate
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = {"full": 0, "lora_r8": 8, "lora_r32": 32}
+RUN = ["env=bandit", "logger=console", "logger.progress_bar=false", "es_manager.train.env_groups=4",
+       "es_manager.train.group_size=4", "actor_rollout_ref.rollout.response_length=48", "algo=drgrpo_soft",
+       "actor_rollout_ref.rollout.name=hf", "trainer.test_freq=-1", "format_warmup.steps=0",
+       "trainer.total_training_steps=1", "trainer.save_freq=1"]
+
+
+def config(lora_rank: int):
+    register_schema()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        return validate(compose(config_name="config",
+                                overrides=[*RUN, f"actor_rollout_ref.model.lora_rank={lora_rank}"]))
+
+
+class FixedRollout:
+    """Every step gets the recorded batch; weight pushes are no-ops."""
+
+    def __init__(self, batch: RolloutBatch) -> None:
+        self.batch, self.backend = batch, self
+
+    def update_weights(self, model: torch.nn.Module) -> None:
+        pass
+
+    def rollout(self, step: int, params: object) -> RolloutBatch:
+        return self.batch
+
+
+def record(path: Path) -> None:
+    """Play one training rollout with the embedded model and save it."""
+    from algos.training.trainer import Trainer
+
+    trainer = Trainer(config(0), Path(tempfile.mkdtemp(prefix="bench_lora_record-")))
+    trainer.setup()
+    torch.save(trainer.play_train_groups(1), path)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def step(variant: str, batch_path: Path, out: Path) -> None:
+    """One step of ``variant`` on the recorded batch: its timings, peak RSS and checkpoint size."""
+    from algos.training.trainer import Trainer
+
+    batch = torch.load(batch_path, weights_only=False)  # written by record() in this run
+    run_dir = Path(tempfile.mkdtemp(prefix=f"bench_lora_{variant}-"))
+    trainer = Trainer(config(VARIANTS[variant]), run_dir, rollout_engine=FixedRollout(batch))
+    result = trainer.fit()
+    metrics = {key: value for key, value in result["metrics"].items() if key.startswith(("timing/", "rollout/logprob"))}
+    out.write_text(json.dumps({
+        "metrics": metrics,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "checkpoint_mib": folder_bytes(run_dir / "checkpoints" / "global_step_1") / 2**20,
+        "trainable_parameters": trainable_parameters(trainer.engine.module),
+    }))
+
+
+def markdown(report: dict) -> str:
+    rows = report["results"]
+    full = rows["full"]
+    lines = ["| variant | trainable params | step s | update s | peak RSS GiB | checkpoint MiB | RSS / full | ckpt / full |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for variant in VARIANTS:
+        row, m = rows[variant], rows[variant]["metrics"]
+        lines.append(f"| {variant} | {row['trainable_parameters']:,} | {m['timing/step_s']:.1f} | "
+                     f"{m['timing/update_s']:.1f} | {row['peak_rss_gib']:.2f} | {row['checkpoint_mib']:.1f} | "
+                     f"{row['peak_rss_gib'] / full['peak_rss_gib']:.2f} | "
+                     f"{row['checkpoint_mib'] / full['checkpoint_mib']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "lora.json")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--role", choices=["main", "record", "step"], default="main", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.role == "record":
+        return record(args.batch)
+    if args.role == "step":
+        return step(args.variant, args.batch, args.result)
+    work = Path(tempfile.mkdtemp(prefix="bench_lora-"))
+    batch = work / "batch.pt"
+    child = [sys.executable, __file__, "--threads", str(args.threads), "--batch", str(batch)]
+    subprocess.run([*child, "--role", "record"], check=True)
+    results = {}
+    for variant in VARIANTS:  # one process each: the peak RSS is that variant's alone
+        subprocess.run([*child, "--role", "step", "--variant", variant, "--result", str(work / f"{variant}.json")],
+                       check=True)
+        results[variant] = json.loads((work / f"{variant}.json").read_text())
+    report = {
+        "command": " ".join(["python", "scripts/bench_lora.py", *sys.argv[1:]]),
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "settings": {"overrides": RUN, "threads": args.threads, "dtype": "float32",
+                     "model": "embedded SmolLM2-135M-Instruct", "lora": "lora_alpha 16, target_modules all-linear"},
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
