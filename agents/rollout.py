@@ -3,7 +3,13 @@
 One rollout step plays ``env_groups x group_size`` episodes. Steps count from 1, as the trainer's do:
 group ``g`` of step ``k`` uses the level ``seed = train_seed_start + (k - 1) * env_groups + g`` for all its members; member ``j`` resets with
 ``options={"member": j}`` (same level, its own dice). Each turn, every unfinished episode of every
-group is sent to the backend in one batched call.
+group is sent to the backend in one batched call. A re-roll of the step (``attempt`` a >= 1, when the
+group filter kept nothing) plays the levels ``seed + a * REROLL_SEED_STRIDE`` with sampling seeds of
+its own, so every attempt is fresh and reproducible.
+
+With ``es_manager.<split>.env_configs`` the split's groups play several envs (consecutive groups per
+entry, ``EnvSplitConfig.group_envs``); each episode carries its entry's tag and the metrics are also
+given per tag (``rollout/<tag>/*``).
 
 Token-in, token-out: an episode's sequence is its prompt tokens, then per turn the ids the backend
 generated (exactly as generated), then the template tokens of the next env message (see
@@ -31,7 +37,7 @@ from transformers import PreTrainedTokenizerBase
 
 import envs
 from agents.backends.base import Backend, SamplingParams
-from agents.config import AgentConfig
+from agents.config import AgentConfig, EnvConfig
 from agents.parsing import parse_reply
 from agents.prompts import (
     SYSTEM_PROMPT,
@@ -43,7 +49,10 @@ from agents.prompts import (
     turn_message,
 )
 
-_TRAIN_STREAM, _VALIDATION_STREAM = 0, 1
+_TRAIN_STREAM, _VALIDATION_STREAM, _REROLL_STREAM = 0, 1, 2
+REROLL_SEED_STRIDE = 10**7
+"""Level-seed offset per re-roll attempt: attempt ``a`` of step ``k`` reuses no level of any step
+before ``k + REROLL_SEED_STRIDE / env_groups`` (far past any run)."""
 
 
 @dataclass
@@ -66,6 +75,8 @@ class RolloutBatch:
     turns: list[list[dict[str, str]]]
     metrics: dict[str, float]
     group_size: int
+    tags: list[str] = dataclasses.field(default_factory=list)
+    """Per episode, the tag of the ``env_configs`` entry it played; empty: one env (the run's ``env``)."""
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -87,12 +98,14 @@ class RolloutBatch:
             turns=[self.turns[i] for i in keep.tolist()],
             metrics=dict(self.metrics),
             group_size=self.group_size,
+            tags=[self.tags[i] for i in keep.tolist()] if self.tags else [],
         )
 
 
 @dataclass
 class _Episode:
     env: envs.TextEnv
+    tag: str
     group: int
     seed: int
     token_ids: list[int]
@@ -158,25 +171,30 @@ class RolloutEngine:
         self.chat = ChatTokenizer(tokenizer)
         self.proxy = config.agent_proxy
         self.prefill = prefill_text(self.proxy.enable_think)
-        self._envs: list[envs.TextEnv] = []
-        self.max_actions_per_traj = actions_per_traj(config, self._env(0))
+        self._envs: dict[tuple[str, str], list[envs.TextEnv]] = {}
+        self.max_actions_per_traj = actions_per_traj(config, self._env(config.env, 0))
         self.pad_token_id = pad_token_id(tokenizer)
 
     def rollout(
-        self, step: int, params: SamplingParams, groups: Sequence[int] | None = None, shard: int | None = None
+        self, step: int, params: SamplingParams, groups: Sequence[int] | None = None, shard: int | None = None,
+        attempt: int = 0,
     ) -> RolloutBatch:
-        """Training episodes of ``step`` (1, 2, ...); its levels depend only on ``(train_seed_start, step)``.
+        """Training episodes of ``step`` (1, 2, ...); its levels depend only on ``(train_seed_start, step, attempt)``.
 
         ``groups`` picks which of the step's ``env_groups`` levels to play (default all), e.g. one
         data-parallel rank's share; ``shard`` (the rank) keeps that share's sampling seeds its own.
+        ``attempt`` a >= 1 is the a-th re-roll: levels ``+ a * REROLL_SEED_STRIDE``, its own sampling seeds.
         """
-        if step < 1:
-            raise ValueError(f"step={step} is invalid; allowed: an int >= 1")
+        if step < 1 or attempt < 0:
+            raise ValueError(f"step={step}, attempt={attempt} are invalid; allowed: step >= 1, attempt >= 0")
         split, index = self.config.es_manager.train, step - 1
-        first = self.config.es_manager.train_seed_start + index * split.env_groups
-        seeds = [first + g for g in (range(split.env_groups) if groups is None else groups)]
-        key = (_TRAIN_STREAM, index) if shard is None else (_TRAIN_STREAM, index, shard)
-        return self.play(seeds, split.group_size, params, key, f"rollout {step}")
+        first = self.config.es_manager.train_seed_start + index * split.env_groups + attempt * REROLL_SEED_STRIDE
+        chosen = range(split.env_groups) if groups is None else groups
+        key = (_TRAIN_STREAM, index) if attempt == 0 else (_REROLL_STREAM, index, attempt)
+        key += () if shard is None else (shard,)
+        group_envs = split.group_envs(self.config.env)
+        return self.play([first + g for g in chosen], split.group_size, params, key,
+                         f"rollout {step}" + (f" (re-roll {attempt})" if attempt else ""), [group_envs[g] for g in chosen])
 
     def validate(
         self, params: SamplingParams, groups: Sequence[int] | None = None, shard: int | None = None
@@ -184,9 +202,11 @@ class RolloutEngine:
         """Episodes on the held-out levels ``val_seed_start, val_seed_start + 1, ...`` (``groups``, ``shard``:
         as in ``rollout``)."""
         split, first = self.config.es_manager.val, self.config.es_manager.val_seed_start
-        seeds = [first + g for g in (range(split.env_groups) if groups is None else groups)]
+        chosen = range(split.env_groups) if groups is None else groups
         key = (_VALIDATION_STREAM, 0) if shard is None else (_VALIDATION_STREAM, 0, shard)
-        return self.play(seeds, split.group_size, params, key, "validate")
+        group_envs = split.group_envs(self.config.env)
+        return self.play([first + g for g in chosen], split.group_size, params, key, "validate",
+                         [group_envs[g] for g in chosen])
 
     def play(
         self,
@@ -195,10 +215,13 @@ class RolloutEngine:
         params: SamplingParams,
         sampling_key: tuple[int, ...] = (),
         description: str = "rollout",
+        group_envs: Sequence[tuple[str, EnvConfig]] | None = None,
     ) -> RolloutBatch:
-        """Play ``group_size`` members on each level of ``group_seeds`` for up to ``agent_proxy.max_turn`` turns."""
+        """Play ``group_size`` members on each level of ``group_seeds`` for up to ``agent_proxy.max_turn`` turns;
+        group ``g`` plays ``group_envs[g] = (tag, env)`` (default: the run's ``env``, no tag)."""
+        group_envs = group_envs or [("", self.config.env)] * len(group_seeds)
         episodes = [
-            self._start(g * group_size + j, g, seed, j, params)
+            self._start(group_envs[g], g * group_size + j, g, seed, j, params)
             for g, seed in enumerate(group_seeds)
             for j in range(group_size)
         ]
@@ -223,16 +246,20 @@ class RolloutEngine:
         return self._collate(episodes, group_size)
 
     # ----------------------------------------------------------------- episode steps
-    def _env(self, index: int) -> envs.TextEnv:
-        while len(self._envs) <= index:
-            self._envs.append(envs.make(self.config.env.name, **self.config.env.kwargs))
-        return self._envs[index]
+    def _env(self, config: EnvConfig, index: int) -> envs.TextEnv:
+        """Env instance ``index`` of ``config`` (instances are built once and reused across batches)."""
+        pool = self._envs.setdefault((config.name, repr(sorted(config.kwargs.items()))), [])
+        while len(pool) <= index:
+            pool.append(envs.make(config.name, **config.kwargs))
+        return pool[index]
 
-    def _start(self, env_index: int, group: int, seed: int, member: int, params: SamplingParams) -> _Episode:
-        env = self._env(env_index)
+    def _start(self, tagged_env: tuple[str, EnvConfig], env_index: int, group: int, seed: int, member: int,
+               params: SamplingParams) -> _Episode:
+        tag, env_config = tagged_env
+        env = self._env(env_config, env_index)
         messages, observation = opening(env, self.config, seed, member, params.max_new_tokens)
         prompt = self.chat.prompt_ids(messages, self.prefill)
-        episode = _Episode(env, group, seed, [], [], messages, observation, self.max_actions_per_traj)
+        episode = _Episode(env, tag, group, seed, [], [], messages, observation, actions_per_traj(self.config, env))
         if len(prompt) >= self.config.max_model_len:
             prompt = prompt[: self.config.max_model_len]
             episode.done = episode.truncated = True
@@ -311,16 +338,19 @@ class RolloutEngine:
             turns=[e.messages for e in episodes],
             metrics={},
             group_size=group_size,
+            tags=[e.tag for e in episodes] if any(e.tag for e in episodes) else [],
         )
         batch.metrics = rollout_metrics(batch, format_errors=sum(e.format_errors for e in episodes))
         return batch
 
 
 def rollout_metrics(batch: RolloutBatch, format_errors: int) -> dict[str, float]:
-    """Means over episodes; ``format_error_rate`` is penalised turns / turns played."""
+    """Means over episodes; ``format_error_rate`` is penalised turns / turns played. A batch with
+    ``tags`` also gets each tag's ``success_rate``, ``mean_reward``, ``mean_turns``, ``truncated_rate``
+    and ``response_length`` as ``rollout/<tag>/<name>``."""
     turns_played = int(batch.num_turns.sum())
     generated = batch.loss_mask.sum(dim=1).float()
-    return {
+    metrics = {
         "rollout/success_rate": batch.success.float().mean().item(),
         "rollout/mean_reward": batch.episode_reward.mean().item(),
         "rollout/format_error_rate": format_errors / turns_played if turns_played else 0.0,
@@ -330,3 +360,27 @@ def rollout_metrics(batch: RolloutBatch, format_errors: int) -> dict[str, float]
         "rollout/generated_tokens": float(generated.sum()),
         "rollout/response_length": generated.mean().item(),
     }
+    for tag in dict.fromkeys(batch.tags):
+        rows = torch.tensor([t == tag for t in batch.tags])
+        metrics |= {
+            f"rollout/{tag}/success_rate": batch.success[rows].float().mean().item(),
+            f"rollout/{tag}/mean_reward": batch.episode_reward[rows].mean().item(),
+            f"rollout/{tag}/mean_turns": batch.num_turns[rows].float().mean().item(),
+            f"rollout/{tag}/truncated_rate": batch.truncated[rows].float().mean().item(),
+            f"rollout/{tag}/response_length": generated[rows].mean().item(),
+        }
+    return metrics
+
+
+def pass_at_k(batch: RolloutBatch, prefix: str = "val/") -> dict[str, float]:
+    """``<prefix>pass@k`` with ``k = group_size``: the share of levels (groups) where any of the k
+    episodes succeeded (also per tag, ``<prefix><tag>/pass@k``); nothing for ``k = 1`` (= success_rate)."""
+    k = batch.group_size
+    if k == 1:
+        return {}
+    solved = batch.success.view(-1, k).any(dim=1).float()
+    metrics = {f"{prefix}pass@{k}": solved.mean().item()}
+    for tag in dict.fromkeys(batch.tags):
+        rows = torch.tensor([t == tag for t in batch.tags[::k]])
+        metrics[f"{prefix}{tag}/pass@{k}"] = solved[rows].mean().item()
+    return metrics

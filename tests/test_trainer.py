@@ -169,7 +169,7 @@ class FixedAnswers:
     def update_weights(self, model) -> None:
         pass
 
-    def rollout(self, step: int, params) -> RolloutBatch:
+    def rollout(self, step: int, params, attempt: int = 0) -> RolloutBatch:
         rows = [0 if member < self.group_size // 2 else 1 for _ in range(self.env_groups)
                 for member in range(self.group_size)]
         width = len(self.prompt) + max(len(answer) for answer in self.answers)
@@ -337,7 +337,7 @@ def test_checkpoints_are_atomic_and_only_the_newest_are_kept(tmp_path):
 
 def test_sigterm_checkpoints_after_the_current_step_and_stops(tokenizer, tmp_path):
     class TerminatedDuringRollout(FixedAnswers):
-        def rollout(self, step, params):
+        def rollout(self, step, params, attempt=0):
             os.kill(os.getpid(), signal.SIGTERM)
             return super().rollout(step, params)
 

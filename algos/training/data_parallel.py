@@ -67,6 +67,7 @@ def gather_rollout(batch: RolloutBatch | None, pad_token_id: int) -> RolloutBatc
         turns=[turns for s in shares for turns in s.turns],
         metrics={},
         group_size=shares[0].group_size,
+        tags=[tag for s in shares for tag in s.tags],
     )
     format_errors = sum(round(s.metrics["rollout/format_error_rate"] * int(s.num_turns.sum())) for s in shares)
     merged.metrics = rollout_metrics(merged, format_errors)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from agents.backends.factory import BACKEND_NAMES
 from agents.config import AgentConfig, AgentProxyConfig, EnvConfig, ESManagerConfig
 from algos import compute_advantages
-from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig, require
+from algos.config import ActorConfig, AlgorithmConfig, EarlyStopConfig, RolloutFilterConfig, require
 from algos.filtering import canonical_metric
 
 TINY_RANDOM_MODEL = "tiny-random"
@@ -101,8 +101,6 @@ class RolloutConfig(RolloutFilterConfig):
         require(canonical_metric(self.rollout_filter_metric) not in ("entropy", "entropy_std"),
                 key + "rollout_filter_metric", self.rollout_filter_metric,
                 "reward_std, reward, reward_sum or length (the trainer computes entropies after filtering)")
-        require(self.rollout_filter_max_rerolls == 0, key + "rollout_filter_max_rerolls",
-                self.rollout_filter_max_rerolls, "0 (re-rolls need fresh levels per attempt: not wired yet)")
         require(self.name in BACKEND_NAMES, key + "name", self.name, str(list(BACKEND_NAMES)))
         require(self.temperature > 0, key + "temperature", self.temperature, "> 0")
         require(0 < self.top_p <= 1, key + "top_p", self.top_p, "(0, 1]")
@@ -147,8 +145,8 @@ class FormatWarmupConfig:
 
 
 @dataclass
-class TrainerConfig:
-    """``trainer.*``: run length, naming, checkpoints and validation."""
+class TrainerConfig(EarlyStopConfig):
+    """``trainer.*``: run length, naming, checkpoints, validation and the early stop (``early_stop_*``)."""
 
     project_name: str = "turnrl"
     """wandb project."""
@@ -171,6 +169,7 @@ class TrainerConfig:
     """Newest checkpoints kept (>= 1); older ones are deleted after each save."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(self.total_training_steps >= 1, "trainer.total_training_steps", self.total_training_steps,
                  ">= 1")
         require(self.resume in RESUME_CHOICES, "trainer.resume", self.resume, str(list(RESUME_CHOICES)))
@@ -264,6 +263,15 @@ def advantage_options(config: TurnRLConfig) -> dict[str, Any]:
     }
 
 
+def env_nodes(config: TurnRLConfig) -> list[tuple[str, EnvConfig]]:
+    """``(key, env)`` of the run's ``env`` and of every ``es_manager.<split>.env_configs`` entry."""
+    nodes = [("env", config.env)]
+    for split in ("train", "val"):
+        entries = getattr(config.es_manager, split).env_configs
+        nodes += [(f"es_manager.{split}.env_configs[{i}].env", entry.env) for i, entry in enumerate(entries)]
+    return nodes
+
+
 def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
     """The typed, checked config; raises ``ValueError`` naming the bad key and the allowed values.
 
@@ -274,13 +282,12 @@ def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
     config = cfg if isinstance(cfg, TurnRLConfig) else OmegaConf.to_object(cfg)
     if not isinstance(config, TurnRLConfig):
         raise ValueError(f"expected a TurnRL config (turnrl_schema), got {type(config).__name__}")
-    require(config.env.name in envs.ENV_IDS, "env.name", config.env.name, str(sorted(envs.ENV_IDS)))
-    try:
-        envs.make(config.env.name, **config.env.kwargs).close()
-    except TypeError as error:  # an unknown constructor keyword
-        raise ValueError(f"env.kwargs for {config.env.name!r}: {error}") from None
-    except ValueError as error:
-        raise ValueError(f"env.kwargs for {config.env.name!r}: {error}") from None
+    for key, env in env_nodes(config):
+        require(env.name in envs.ENV_IDS, key + ".name", env.name, str(sorted(envs.ENV_IDS)))
+        try:
+            envs.make(env.name, **env.kwargs).close()
+        except (TypeError, ValueError) as error:  # TypeError: an unknown constructor keyword
+            raise ValueError(f"{key}.kwargs for {env.name!r}: {error}") from None
     groups = config.es_manager.train
     try:  # a dry run on zero rewards checks the estimator and its options on the group shape
         compute_advantages(torch.zeros(groups.env_groups, groups.group_size), **advantage_options(config))

@@ -5,6 +5,7 @@ DeepSpeed engine, rollout backend), then repeats ``train_step``, which reads top
 
     batch      = rollout(step)                                   # env_groups x group_size episodes
     kept       = filter_groups(rewards[G, K], ...)               # RAGEN: groups ranked by reward std
+                                                                 # (none kept: re-roll fresh levels, capped)
     adv[G', K] = compute_advantages(rewards[kept], estimator)    # GRPO / Dr. GRPO / SR-GRPO / ...
     A[b, t]    = adv[b] on every generated token t (loss_mask)
     old_logp   = log pi_old(token t | < t)                       # logits at t-1 predict token t
@@ -12,6 +13,7 @@ DeepSpeed engine, rollout backend), then repeats ``train_step``, which reads top
     for ppo_epochs, for mini-batches:                            # one optimizer step each
         loss = policy_loss(logp, old_logp, A) + kl_loss_coef * KL - entropy_coeff * H
     log; validate every test_freq steps; checkpoint every save_freq steps
+    stop early once the in-group reward std has collapsed        # trainer.early_stop_on_zero_variance
 
 Steps count from 1 everywhere (rollout levels, sampling seeds, metrics rows, ``global_step_<k>``).
 The weights reach the rollout backend in one place, ``rollout_engine_in_sync``, before any rollout
@@ -41,14 +43,15 @@ from agents.backends import SamplingParams, make_backend
 from agents.demonstrations import format_demonstrations
 from agents.model import resolve_model_location
 from agents.prompts import pad_token_id
-from agents.rollout import RolloutBatch, RolloutEngine
-from algos import compute_advantages, filter_groups, group_scores
+from agents.rollout import RolloutBatch, RolloutEngine, pass_at_k
+from algos import compute_advantages, reward_variance_collapsed, should_reroll
 from algos.training.actor import sequence_log_probs, update_policy
 from algos.training.checkpoint import latest_checkpoint, resume_checkpoint, save_checkpoint
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
 from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
 from algos.training.format_warmup import format_warmup
+from algos.training.group_selection import select_groups
 from algos.training.memory import limit_heap_slack, peak_rss_gib
 from algos.training.policy import load_policy
 from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig, advantage_options
@@ -155,18 +158,9 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, float]:
         """Roll out, filter, compute advantages, update the policy; return the step's metrics."""
         start = time.perf_counter()
-        batch = self.play_train_groups(step)
+        batch, rewards, kept, filter_metrics = self.collect_groups(step)
         rollout_s = time.perf_counter() - start
         metrics = {**batch.metrics, **episode_metrics(batch)}
-
-        groups = self.config.es_manager.train
-        rewards = batch.episode_reward.view(groups.env_groups, groups.group_size)
-        flt = self.rollout_cfg
-        scores = group_scores(flt.rollout_filter_metric, rewards, lengths=batch.loss_mask.sum(dim=1).view_as(rewards))
-        kept, filter_metrics = filter_groups(rewards, flt.rollout_filter_strategy, value=flt.rollout_filter_value,
-                                             filter_type=flt.rollout_filter_type,
-                                             include_zero=flt.rollout_filter_include_zero, scores=scores,
-                                             top_p_prob_mode=flt.rollout_filter_top_p_prob_mode)
         advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
         update_batch = UpdateBatch.from_rollout(batch.select(kept), advantages.flatten())
 
@@ -189,6 +183,18 @@ class Trainer:
                           "timing/tokens_per_s": metrics["rollout/tokens"] / step_s,
                           "timing/peak_rss_gib": peak_rss_gib()}
 
+    def collect_groups(self, step: int) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, dict[str, float]]:
+        """The step's batch, its rewards ``[G, K]``, the groups the filter keeps and the filter's metrics.
+        A batch where it keeps none is replaced by a re-roll (attempt 1, 2, ...: fresh levels and sampling
+        seeds), at most ``rollout_filter_max_rerolls`` times, then a ``RuntimeError``."""
+        attempt, max_rerolls = 0, self.rollout_cfg.rollout_filter_max_rerolls
+        while True:
+            batch = self.play_train_groups(step, attempt)
+            rewards, kept, metrics = select_groups(batch, self.rollout_cfg)
+            if not should_reroll(kept, attempt, max_rerolls):
+                return batch, rewards, kept, metrics | ({"rollout/rerolls": float(attempt)} if max_rerolls else {})
+            attempt += 1
+
     def log_probs(self, model: torch.nn.Module, batch: UpdateBatch) -> torch.Tensor:
         return sequence_log_probs(model, batch, self.actor, self.rollout_cfg.temperature, self.engine.device,
                                   self.rank, self.world_size)
@@ -201,21 +207,23 @@ class Trainer:
             self.synced_version = self.policy_version
         return self.rollout_engine
 
-    def play_train_groups(self, step: int) -> RolloutBatch:
-        """The step's episodes. With several ranks, each plays its contiguous share of the step's groups
-        (levels still depend only on (seed, step)) and every rank gets the gathered batch of all groups."""
+    def play_train_groups(self, step: int, attempt: int = 0) -> RolloutBatch:
+        """The step's episodes (``attempt``: re-roll index). With several ranks, each plays its contiguous share
+        of the step's groups (levels still depend only on (seed, step, attempt)) and every rank gets them all."""
         rollout = self.rollout_cfg
         params = SamplingParams(temperature=rollout.temperature, top_p=rollout.top_p,
                                 max_new_tokens=rollout.response_length, seed=step_seed(self.config.seed, step))
         engine = self.rollout_engine_in_sync()
         if self.world_size == 1:
-            return engine.rollout(step, params)
+            return engine.rollout(step, params, attempt=attempt)
         share = group_share(self.config.es_manager.train.env_groups, self.rank, self.world_size)
-        return gather_rollout(engine.rollout(step, params, groups=share, shard=self.rank), engine.pad_token_id)
+        return gather_rollout(engine.rollout(step, params, groups=share, shard=self.rank, attempt=attempt),
+                              engine.pad_token_id)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Episodes on the held-out levels (greedy unless ``val_kwargs.do_sample``), as ``val/*`` metrics."""
+        """Episodes on the held-out levels (greedy unless ``val_kwargs.do_sample``), as ``val/*`` metrics
+        (``val/<tag>/*`` per env config; ``val/pass@k`` for a group size k > 1)."""
         tic = time.perf_counter()
         val = self.rollout_cfg.val_kwargs
         params = SamplingParams(temperature=val.temperature if val.do_sample else 0.0, top_p=val.top_p,
@@ -228,7 +236,8 @@ class Trainer:
             local = engine.validate(params, groups=share, shard=self.rank) if len(share) else None
             batch = gather_rollout(local, engine.pad_token_id)
         metrics = {"val/" + key.split("/", 1)[-1]: value for key, value in batch.metrics.items()}
-        return metrics | {"val/reward": batch.episode_reward.mean().item(), "timing/val_s": time.perf_counter() - tic}
+        return metrics | pass_at_k(batch) | {"val/reward": batch.episode_reward.mean().item(),
+                                             "timing/val_s": time.perf_counter() - tic}
 
     # ----------------------------------------------------------------- the loop
     def fit(self, run_config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -240,14 +249,19 @@ class Trainer:
             run_config=run_config or {}, total_steps=trainer.total_training_steps, start_step=self.step,
             wandb_run_id=self.resumed_state.get("wandb_run_id"))
         metrics: dict[str, float] = {}
-        stopping = False
+        stopping, collapsed, in_group_std = False, False, self.resumed_state.get("in_group_std_history", [])
         with StopRequest() as stop:
             if self.step == 0 and (self.warmup_metrics or trainer.val_before_train):
                 logger.log(self.warmup_metrics | (self.validate() if trainer.val_before_train else {}), step=0)
-            while self.step < trainer.total_training_steps and not stopping:
+            while self.step < trainer.total_training_steps and not stopping and not collapsed:
                 self.step += 1
                 metrics = self.train_step(self.step)
-                last = self.step == trainer.total_training_steps
+                in_group_std.append(metrics["rollout/in_group_std"])
+                collapsed = trainer.early_stop_on_zero_variance and reward_variance_collapsed(
+                    in_group_std, baseline_steps=trainer.early_stop_baseline_steps,
+                    window=trainer.early_stop_window, ratio=trainer.early_stop_ratio)
+                metrics |= {"early_stopped/reward_variance_collapse": 1.0} if collapsed else {}
+                last = self.step == trainer.total_training_steps or collapsed
                 if trainer.test_freq > 0 and (self.step % trainer.test_freq == 0 or last):
                     metrics |= self.validate()
                 logger.log(metrics, step=self.step)
@@ -255,7 +269,8 @@ class Trainer:
                 stopping = any_rank(bool(stop), self.engine.device)  # a signal may reach some ranks only
                 if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stopping:
                     path = save_checkpoint(self.engine, self.ckpt_dir, self.step,
-                                           {"wandb_run_id": logger.wandb_run_id, "logger_step": self.step},
+                                           {"wandb_run_id": logger.wandb_run_id, "logger_step": self.step,
+                                            "in_group_std_history": in_group_std},
                                            keep=trainer.max_ckpt_to_keep)
                     logger.write(f"checkpoint: {path}")
         export = export_hf_model(self.engine, self.tokenizer, self.run_dir, self.step)
@@ -263,7 +278,7 @@ class Trainer:
         if self.rank == 0:
             print(f"hf model:       {export}")
         return {"step": self.step, "metrics": metrics, "stopped_by": stop.signal_name, "hf_model": export,
-                **outputs}
+                "early_stopped": collapsed, **outputs}
 
 
 def experiment_name(config: TurnRLConfig) -> str:
