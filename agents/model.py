@@ -116,7 +116,8 @@ def _is_embedded(name_or_path: str | None) -> bool:
     return name_or_path is None or name_or_path == EMBEDDED_MODEL_NAME
 
 
-def _looks_like_local_path(name_or_path: str) -> bool:
+def looks_like_local_path(name_or_path: str) -> bool:
+    """An absolute, relative (`.`, `~`) or nested path; a hub name is `owner/name`."""
     return name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
 
 
@@ -127,7 +128,7 @@ def resolve_model_location(name_or_path: str | None) -> str:
     path = Path(name_or_path).expanduser()
     if path.exists():
         return str(path)
-    if _looks_like_local_path(name_or_path):
+    if looks_like_local_path(name_or_path):
         raise FileNotFoundError(f"Model folder {name_or_path!r} does not exist.")
     return name_or_path
 

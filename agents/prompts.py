@@ -75,7 +75,7 @@ class ChatTokenizer:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
-        self.eos_token_ids = _eos_token_ids(tokenizer)
+        self.eos_token_ids = eos_token_ids(tokenizer)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -103,12 +103,19 @@ class ChatTokenizer:
         return self.encode(self.env_turn_text(user_content, prefill, reply_ended_with_eos))
 
 
-def _eos_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
-    ids = tokenizer.eos_token_id
-    return frozenset([ids] if isinstance(ids, int) else (ids or []))
+def eos_token_ids(
+    tokenizer: PreTrainedTokenizerBase, generation_eos: int | Sequence[int] | None = None
+) -> frozenset[int]:
+    """End-of-sequence ids = the tokenizer's ``eos_token_id`` united with ``generation_eos`` (a model's
+    ``generation_config.eos_token_id``: an int, a list or None). The backends stop at this set; the chat
+    template, which writes the tokenizer's own EOS, uses it without ``generation_eos``."""
+    ids: set[int | None] = set()
+    for value in (tokenizer.eos_token_id, generation_eos):
+        ids.update([value] if value is None or isinstance(value, int) else value)
+    return frozenset(ids - {None})
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The tokenizer's pad id, else its smallest end-of-sequence id (padding is always masked out)."""
     pad = tokenizer.pad_token_id
-    return pad if pad is not None else min(_eos_token_ids(tokenizer), default=0)
+    return pad if pad is not None else min(eos_token_ids(tokenizer), default=0)

@@ -1,149 +1,148 @@
-"""Learning benchmark (not a test): Bandit with the real default model on CPU.
+"""Learning benchmark (not a test): does an env's validation success rise, with confidence intervals?
 
-Goal: success rate >= 0.9 by step 30, in under 20 minutes on 2 cores, peak RSS <= 4 GiB (met together
-with glibc's default allocator: BENCHMARKS.md). The model
-config's format warm-up runs first (it teaches the reply format with balanced random arms, not which
-arm is better); validation before step 1 measures where RL starts. Records the curve, time per step
-and peak RSS as a Markdown report::
+Trains ``--seeds`` runs of ``scripts/train.py bench=<env>`` (the settings in ``conf/bench/<env>.yaml``:
+held-out validation on 64 levels before RL and every ``trainer.test_freq`` steps), ``--parallel`` at a
+time with one torch thread each, then reports per validation step the success rate over seeds x levels
+with a 95% interval (bootstrap over seeds, then levels: ``algos.statistics``), the wall time, the time
+per step split into rollout / log-prob / update, and the peak RSS. Writes
+``benchmarks/learning_<env>.json``, ``.md`` and the curve ``.png``::
 
-    python scripts/bench_learning.py --steps 30 [--out benchmarks/learning.md] [hydra overrides ...]
+    python scripts/bench_learning.py --env frozenlake --seeds 0 1 2 --steps 60 [--parallel 2] [overrides ...]
+
+A run that already finished (its ``metrics.jsonl`` reaches the last step) is not rerun, so an
+interrupted benchmark resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
+import subprocess
 import sys
-import tempfile
-import threading
 import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
 
-import psutil
-from hydra import compose, initialize_config_dir
+import numpy as np
+
+from algos.statistics import aggregate_across_runs, hierarchical_bootstrap_ci
+from algos.training.tracking import METRICS_FILE, VALIDATION_FILE, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+ENVS = ("bandit", "frozenlake", "sokoban")
 
-from agents.backends.hardware import vllm_is_faster_here  # noqa: E402
-from algos.training.schema import register_schema, validate  # noqa: E402
 
-BANDIT_RUN = [  # 4 levels x 8 pulls per step, answer-only replies, sampled validation every 10 steps
-    "env=bandit",
-    "logger=console",
-    "agent_proxy.enable_think=false",
-    "es_manager.train.env_groups=4",
-    "es_manager.train.group_size=8",
-    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
-    "actor_rollout_ref.rollout.response_length=16",  # a reply is <answer>arm</answer>: <= 10 tokens
-    "actor_rollout_ref.actor.lr=5e-5",
-    "trainer.val_before_train=true",  # the success rate after the format warm-up, before any RL
-    "trainer.test_freq=10",
-    "es_manager.val.env_groups=8",
-    "es_manager.val.group_size=4",
-    "actor_rollout_ref.rollout.val_kwargs.do_sample=true",
-]
+def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str]) -> float:
+    """Train one seed in a subprocess (one torch thread); its wall time in seconds (0 if already done)."""
+    done = [row for row in read_metrics(run_dir / METRICS_FILE) if row["step"] == steps]
+    if done:
+        return float(json.loads((run_dir / "wall_s.json").read_text())) if (run_dir / "wall_s.json").is_file() else 0.0
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), f"bench={env}", f"seed={seed}", "logger=console",
+               "logger.progress_bar=false", f"trainer.total_training_steps={steps}", "trainer.save_freq=10",
+               "trainer.resume=auto", f"hydra.run.dir={run_dir}", *overrides]
+    environment = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    start = time.perf_counter()
+    with (run_dir.parent / f"{run_dir.name}.log").open("a") as log:
+        subprocess.run(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT, check=True)
+    wall = time.perf_counter() - start
+    (run_dir / "wall_s.json").write_text(json.dumps(wall))
+    return wall
+
+
+def validation_scores(run_dir: Path) -> dict[int, np.ndarray]:
+    """``{step: success per level}`` from a run's validation episodes (the last row of a (step, level) wins,
+    so a resumed run's repeated validation counts once)."""
+    by_step: dict[int, dict[int, float]] = defaultdict(dict)
+    path = run_dir / VALIDATION_FILE
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        row = json.loads(line)
+        by_step[row["step"]][row["level"]] = float(row["success"])
+    return {step: np.array([levels[k] for k in sorted(levels)]) for step, levels in sorted(by_step.items())}
+
+
+def summarise(env: str, runs: dict[int, Path], walls: dict[int, float], overrides: list[str]) -> dict:
+    """The benchmark record: per-step intervals over seeds x levels, rliable aggregates of the first and
+    last validation, timings and memory."""
+    scores = {seed: validation_scores(path) for seed, path in runs.items()}
+    common = sorted(set.intersection(*(set(s) for s in scores.values())))
+    curve = [{"step": step, **hierarchical_bootstrap_ci(np.stack([scores[seed][step] for seed in runs])).as_dict()}
+             for step in common]
+    rows = {seed: [row for row in read_metrics(path / METRICS_FILE) if row["step"] > 0] for seed, path in runs.items()}
+    every = [row for seed_rows in rows.values() for row in seed_rows]
+    timing = {key: float(np.mean([row[f"timing/{key}"] for row in every])) for key in
+              ("rollout_s", "log_prob_s", "update_s", "step_s")}
+    first, last = (np.stack([scores[seed][step] for seed in runs]) for step in (common[0], common[-1]))
+    return {
+        "env": env, "seeds": sorted(runs), "overrides": overrides, "date": date.today().isoformat(),
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs", "levels": int(first.shape[1]),
+        "validation": curve, "wall_min": {seed: walls[seed] / 60 for seed in runs},
+        "time_per_step_s": timing, "peak_rss_gib": max(row["timing/peak_rss_gib"] for row in every),
+        "train_success": {seed: [row["rollout/success_rate"] for row in seed_rows] for seed, seed_rows in rows.items()},
+        "first_vs_last": aggregate_across_runs({f"step {common[0]}": first, f"step {common[-1]}": last}),
+    }
+
+
+def plot(record: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    steps = [row["step"] for row in record["validation"]]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(steps, [row["estimate"] for row in record["validation"]], marker="o", label="validation success")
+    axis.fill_between(steps, [row["low"] for row in record["validation"]], [row["high"] for row in record["validation"]],
+                      alpha=0.3, label="95% CI (seeds, then levels)")
+    axis.set(xlabel="training step", ylabel="success rate", ylim=(0, 1),
+             title=f"{record['env']}: {len(record['seeds'])} seeds x {record['levels']} held-out levels")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def markdown(record: dict) -> str:
+    lines = [f"# Learning benchmark: {record['env']}", "",
+             f"{record['date']}, {record['machine']}. Seeds {record['seeds']}, {record['levels']} held-out levels. "
+             f"Overrides: `{' '.join(record['overrides']) or '(none)'}`", "",
+             "| step | validation success (mean over seeds x levels) | 95% CI | n |", "| --- | --- | --- | --- |"]
+    lines += [f"| {row['step']} | {row['estimate']:.3f} | [{row['low']:.3f}, {row['high']:.3f}] | {row['n']} |"
+              for row in record["validation"]]
+    timing = record["time_per_step_s"]
+    lines += ["", f"Time per step {timing['step_s']:.1f} s (rollout {timing['rollout_s']:.1f}, log-probs "
+              f"{timing['log_prob_s']:.1f}, update {timing['update_s']:.1f}); wall per run "
+              f"{', '.join(f'{m:.1f}' for m in record['wall_min'].values())} min; peak RSS "
+              f"{record['peak_rss_gib']:.2f} GiB."]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--algo", default="drgrpo")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "learning.md")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. actor_rollout_ref.actor.lr=1e-5")
+    parser.add_argument("--env", choices=ENVS, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="default: conf/bench/<env>.yaml's")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one torch thread each)")
+    parser.add_argument("--runs-dir", type=Path, default=None, help="default: benchmarks/runs/learning_<env>")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/learning_<env>.json")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
+    if len(args.seeds) < 3:
+        print(f"note: {len(args.seeds)} seed(s); claims need >= 3", file=sys.stderr)
+    from algos.training.compose import compose_config
 
-    register_schema()
-    overrides = [*BANDIT_RUN, f"algo={args.algo}", f"trainer.total_training_steps={args.steps}", *args.overrides]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        config = validate(compose(config_name="config", overrides=overrides))
-    from algos.training.trainer import Trainer
-
-    run_dir = Path(tempfile.mkdtemp(prefix="bench_learning-"))
-    sampler = PeakRSS()
-    start = time.perf_counter()
-    Trainer(config, run_dir).fit()
-    wall = time.perf_counter() - start
-    sampler.stop()
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    backend = config.actor_rollout_ref.rollout.name
-    if backend == "auto":
-        backend = "vllm" if vllm_is_faster_here() else "hf"
-    args.out.write_text(report(rows, wall, overrides, run_dir, sampler.peak_gib, backend))
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"overrides": overrides, "backend": backend, "wall_s": wall, "peak_rss_with_children_gib": sampler.peak_gib,
-         "steps": rows}, indent=1))
-    print(f"report: {args.out} (+ .json)")
-
-
-class PeakRSS:
-    """Samples the resident memory of this process plus its children (the vLLM engine) every
-    ``interval_s`` seconds; ``peak_gib`` is the largest sample so far."""
-
-    def __init__(self, interval_s: float = 1.0) -> None:
-        self.peak_gib = 0.0
-        self.interval_s = interval_s
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._done.wait(self.interval_s):
-            processes = [me, *me.children(recursive=True)]
-            total = 0
-            for process in processes:
-                with contextlib.suppress(psutil.Error):
-                    total += process.memory_info().rss
-            self.peak_gib = max(self.peak_gib, total / 2**30)
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-
-
-def report(rows: list[dict], wall_s: float, overrides: list[str], run_dir: Path, peak_with_children: float,
-           backend: str) -> str:
-    """Markdown: the settings, the headline numbers against the goals, and the per-step curve."""
-    start = next((row for row in rows if row["step"] == 0), {})
-    steps = [row for row in rows if row["step"] > 0]
-    success = [row["rollout/success_rate"] for row in steps]
-    reached = next((row["step"] for row in steps if row["rollout/success_rate"] >= 0.9), None)
-    step_s = sum(row["timing/step_s"] for row in steps) / len(steps)
-    peak = max(row["timing/peak_rss_gib"] for row in steps)
-    lines = [
-        "# Learning benchmark: Bandit, SmolLM2-135M, CPU",
-        "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs. Rollout backend: {backend}. "
-        f"Overrides: `{' '.join(overrides)}`. Run dir: {run_dir}",
-        "",
-        "| measure | value | goal |",
-        "| --- | --- | --- |",
-        f"| format warm-up: reply NLL, time | {start.get('format_warmup/loss_start', float('nan')):.2f} -> "
-        f"{start.get('format_warmup/loss_end', float('nan')):.2f}, "
-        f"{start.get('format_warmup/seconds', 0.0):.0f} s | |",
-        f"| success before RL (sampled validation, step 0) | {start.get('val/success_rate', float('nan')):.2f} | |",
-        f"| first step with training success >= 0.9 | {reached} | <= 30 |",
-        f"| final training success rate | {success[-1]:.2f} | >= 0.9 |",
-        f"| total wall time (load, warm-up, {len(steps)} steps, validation) | {wall_s / 60:.1f} min | < 20 min |",
-        f"| time per step | {step_s:.1f} s | |",
-        f"| peak RSS, trainer process | {peak:.2f} GiB | <= 4 GiB |",
-        f"| peak RSS, trainer + child processes (a vLLM engine), sampled 1/s | {peak_with_children:.2f} GiB | |",
-        "",
-        "| step | reward | success | format errors | val success | s/step |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in rows:
-        val = f"{row['val/success_rate']:.2f}" if "val/success_rate" in row else ""
-        if row["step"] == 0:
-            lines.append(f"| 0 (before RL) | | | | {val} | |")
-            continue
-        lines.append(f"| {row['step']} | {row['reward']:.3f} | {row['rollout/success_rate']:.2f} | "
-                     f"{row['rollout/format_error_rate']:.2f} | {val} | {row['timing/step_s']:.1f} |")
-    return "\n".join(lines) + "\n"
+    steps = args.steps or compose_config([f"bench={args.env}", *args.overrides]).trainer.total_training_steps
+    runs_dir = args.runs_dir or REPO / "benchmarks" / "runs" / f"learning_{args.env}"
+    runs = {seed: runs_dir / f"seed{seed}" for seed in args.seeds}
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        walls = dict(zip(runs, pool.map(lambda seed: run_seed(args.env, seed, steps, runs[seed], args.overrides), runs),
+                         strict=True))
+    record = summarise(args.env, runs, walls, args.overrides)
+    out = args.out or REPO / "benchmarks" / f"learning_{args.env}.json"
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(record))
+    plot(record, out.with_suffix(".png"))
+    print(markdown(record))
 
 
 if __name__ == "__main__":

@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import GenerationConfig
 
-from agents.backends.base import Backend, SamplingParams
-from agents.backends.hf import HFBackend
+from agents.backends import Backend, SamplingParams, make_backend
+from agents.backends.hf import HFBackend, left_padded
 from agents.model import default_model_dir, load_model_and_tokenizer
 from agents.rollout import AgentConfig, RolloutEngine
 
@@ -59,28 +58,18 @@ class RecordingBackend:
     def update_weights(self, model: torch.nn.Module) -> None:
         self.backend.update_weights(model)
 
+    def close(self) -> None:
+        self.backend.close()
+
 
 def bare_hf_seconds(backend: HFBackend, call: GenerateCall) -> float:
     """Time of one ``model.generate`` on the call's left-padded prompts, forced to its longest output."""
     length = max(1, max(len(c) for c in call.completions))
-    width = max(len(p) for p in call.prompts)
-    input_ids = torch.full((len(call.prompts), width), backend.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for row, prompt in enumerate(call.prompts):
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
-        attention_mask[row, width - len(prompt) :] = 1
-    params = call.params
-    sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
-    config = GenerationConfig(
-        do_sample=not params.greedy,
-        **sampling,
-        max_new_tokens=length,
-        min_new_tokens=length,
-        pad_token_id=backend.pad_token_id,
-        eos_token_id=sorted(backend.eos_token_ids),
-    )
-    if params.seed is not None:
-        torch.manual_seed(params.seed)
+    input_ids, attention_mask = left_padded(call.prompts, max(len(p) for p in call.prompts), backend.pad_token_id)
+    config = backend.generation_config(call.params, length)
+    config.min_new_tokens = length
+    if call.params.seed is not None:
+        torch.manual_seed(call.params.seed)
     start = time.perf_counter()
     with torch.no_grad():
         backend.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
@@ -144,22 +133,6 @@ def measure(
         "success_rate": batch.metrics["rollout/success_rate"],
         "mean_turns": batch.metrics["rollout/mean_turns"],
     }
-
-
-def build_backend(name: str, model, tokenizer, args: argparse.Namespace) -> Backend:
-    if name == "hf":
-        return HFBackend(model, tokenizer)
-    from agents.backends.vllm import VLLMBackend
-
-    return VLLMBackend(
-        default_model_dir(),
-        tokenizer,
-        dtype=args.vllm_dtype,
-        max_model_len=args.max_model_len,
-        seed=args.seed,
-        kv_cache_gib=args.kv_cache_gib,
-        enable_prefix_caching=not args.no_prefix_caching,
-    )
 
 
 def cpu_model() -> str:
@@ -238,11 +211,12 @@ def main() -> None:
     params = SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
     results = []
     for name in args.backends:
-        backend = build_backend(name, model, tokenizer, args)
+        backend = make_backend(name, model, tokenizer, default_model_dir(), dtype=args.vllm_dtype,
+                               max_model_len=args.max_model_len, seed=args.seed, kv_cache_gib=args.kv_cache_gib,
+                               enable_prefix_caching=not args.no_prefix_caching)
         results.append(measure(name, backend, tokenizer, config, params))
         print(markdown_table(results[-1:]), flush=True)
-        if hasattr(backend, "close"):
-            backend.close()
+        backend.close()
     report = {
         "machine": {
             "cpus": os.cpu_count(),

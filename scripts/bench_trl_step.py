@@ -22,15 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+
+import envs
+from agents.model import default_model_dir
+from agents.prompts import SYSTEM_PROMPT, intro_message, turn_message
+from algos.training.compose import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import envs  # noqa: E402
-from agents.model import default_model_dir  # noqa: E402
-from agents.prompts import SYSTEM_PROMPT, intro_message, turn_message  # noqa: E402
-from algos.training.schema import register_schema, validate  # noqa: E402
 
 THREADS = 2
 STEPS = 3
@@ -104,10 +102,7 @@ def time_trl() -> list[float]:
 
 def time_turnrl(backend: str) -> list[float]:
     """Seconds per TurnRL ``Trainer`` step (``timing/step_s``) with the given rollout backend."""
-    register_schema()
-    overrides = [*TURNRL_RUN, f"actor_rollout_ref.rollout.name={backend}"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        config = validate(compose(config_name="config", overrides=overrides))
+    config = compose_config([*TURNRL_RUN, f"actor_rollout_ref.rollout.name={backend}"])
     from algos.training.trainer import Trainer
 
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench_turnrl_{backend}-"))

@@ -26,10 +26,9 @@ from typing import Any
 
 import psutil
 import torch
-from bench_learning import PeakRSS
 
 from agents.model import load_model_and_tokenizer
-from algos.training.memory import release_free_heap
+from algos.training.memory import PeakRSS, release_free_heap
 from algos.training.packed_logprobs import grouped_response_log_probs
 
 

@@ -9,15 +9,13 @@ as a run would be, so a bad override exits with status 2 and the message, before
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from pathlib import Path
+from functools import reduce
 
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from algos.training.compose import compose_config
+from algos.training.schema import TurnRLConfig
 
-from algos.training.schema import register_schema, validate
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 KEY_SETTINGS = (
     "env.name", "env.kwargs", "actor_rollout_ref.model.path",
     "es_manager.train.env_groups", "es_manager.train.group_size", "es_manager.train.env_configs",
@@ -33,28 +31,20 @@ KEY_SETTINGS = (
 """The settings a scale changes (``conf/scale``), plus the env and model they apply to."""
 
 
-def compose_run(overrides: list[str]) -> DictConfig:
-    """``conf/config.yaml`` composed with ``overrides`` and validated (``ValueError`` naming a bad key)."""
-    register_schema()
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(config_name="config", overrides=overrides)
-    validate(cfg)
-    return cfg
-
-
-def key_settings(cfg: DictConfig) -> dict[str, object]:
-    """``{key: value}`` of ``KEY_SETTINGS`` in ``cfg`` (containers as plain lists and dicts)."""
-    values = {key: OmegaConf.select(cfg, key) for key in KEY_SETTINGS}
-    return {key: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for key, v in values.items()}
+def key_settings(config: TurnRLConfig) -> dict[str, object]:
+    """``{key: value}`` of ``KEY_SETTINGS`` in ``config`` (dataclasses as plain dicts)."""
+    values = {key: reduce(getattr, key.split("."), config) for key in KEY_SETTINGS}
+    return {key: [dataclasses.asdict(v) for v in value] if isinstance(value, list) else value
+            for key, value in values.items()}
 
 
 def main(overrides: list[str]) -> int:
     try:
-        cfg = compose_run(overrides)
+        config = compose_config(overrides)
     except Exception as error:  # Hydra's errors (unknown key, bad group) and the schema's ValueError
         print(f"Invalid config: {error}", file=sys.stderr)
         return 2
-    for key, value in key_settings(cfg).items():
+    for key, value in key_settings(config).items():
         print(f"  {key} = {value}")
     return 0
 

@@ -20,23 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-import torch  # noqa: E402
-from transformers import PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
-
-from agents.model import load_model_and_tokenizer  # noqa: E402
-from algos.training.checkpoint import TRAINER_STATE_FILE  # noqa: E402
-from algos.training.export import exported_model  # noqa: E402
-from envs.gsm8k import chat_messages  # noqa: E402
-from envs.gsm8k_answers import (  # noqa: E402
+from agents.model import load_model_and_tokenizer
+from algos.training.layout import hf_model_location
+from envs.gsm8k import chat_messages
+from envs.gsm8k_answers import (
     ANSWER_MODES,
     extract_answer,
     format_number,
     has_answer_format,
     reference_answer,
 )
-from envs.gsm8k_data import SOURCES, SPLITS, generated_split, load_gsm8k  # noqa: E402
+from envs.gsm8k_data import SOURCES, SPLITS, generated_split, load_gsm8k
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,20 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')}={value} is invalid; allowed: an int >= 1")
     return args
-
-
-def model_location(model: str | None) -> str | None:
-    """``--model`` as ``load_model_and_tokenizer`` takes it: a TurnRL run dir becomes its ``hf_model``."""
-    if model is None:
-        return None
-    export = exported_model(Path(model))
-    if export is not None:
-        return str(export)
-    path = Path(model)
-    if (path / TRAINER_STATE_FILE).is_file() or (path / ".hydra").is_dir():
-        raise ValueError(f"{model} is a TurnRL checkpoint or run dir without an hf_model export; pass a run "
-                         "dir whose training finished (scripts/train.py writes <run dir>/hf_model at the end)")
-    return model
 
 
 @torch.no_grad()
@@ -120,7 +103,7 @@ def evaluate(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        location = model_location(args.model)
+        location = hf_model_location(args.model)
     except ValueError as error:
         sys.exit(str(error))
     data = load_gsm8k(args.split, args.source)

@@ -17,16 +17,13 @@ import glob
 import json
 import math
 import re
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from algos.training.tracking import METRICS_FILE, read_metrics  # noqa: E402
+from algos.training.tracking import METRICS_FILE, read_metrics
 
 SEED_SUFFIX = re.compile(r"^(?P<label>.+)-seed(?P<seed>\d+)$")
 CURVES = (("rollout/success_rate", "train success rate"), ("reward", "train reward"))

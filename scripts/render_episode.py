@@ -17,21 +17,17 @@ import base64
 import html
 import io
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # evaluate.py's policy loading
-
-from evaluate import EMBEDDED, load_eval_policy, make_engine  # noqa: E402
-
-import envs  # noqa: E402
-from agents.backends import SamplingParams  # noqa: E402
-from agents.parsing import parse_reply  # noqa: E402
-from envs.rendering import save_episode  # noqa: E402
+import envs
+from agents.backends import SamplingParams
+from agents.config import AgentProxyConfig
+from agents.rollout import act
+from algos.training.policy import add_policy_arguments, load_eval_policy, policy_engine
+from envs.rendering import save_episode
 
 _RENDER_STREAM = 3  # sampling stream distinct from training (0), validation (1) and evaluation (2)
 
@@ -49,36 +45,27 @@ class Turn:
     frames: list[np.ndarray] = field(default_factory=list)
 
 
-def replay(env_name: str, env_kwargs: dict, seed: int, messages: list[dict[str, str]], enable_think: bool,
-           max_actions_per_turn: int, max_actions_per_traj: int) -> tuple[np.ndarray, list[Turn], bool]:
+def replay(env_name: str, env_kwargs: dict, seed: int, messages: list[dict[str, str]], proxy: AgentProxyConfig,
+           max_actions_per_traj: int) -> tuple[np.ndarray, list[Turn], bool]:
     """Play the assistant replies of ``messages`` again on level ``seed``: (first frame, turns, success).
 
-    Actions follow the rollout engine's rules: the answer's valid actions in order, at most
-    ``max_actions_per_traj`` in the episode, stopping when the env terminates or truncates.
+    Each reply runs through the rollout engine's own turn rule (``agents.rollout.act``); the episode's
+    budget of ``max_actions_per_traj`` actions carries over from turn to turn, and it ends when the env does.
     """
     env = envs.make(env_name, **env_kwargs, render_mode="rgb_array")
     env.reset(seed=seed, options={"member": 0})
     first_frame = env.render()
     observations = [m["content"] for m in messages if m["role"] == "user"]
     replies = [m["content"] for m in messages if m["role"] == "assistant"]
-    turns, actions_left, success, done = [], max_actions_per_traj, False, False
+    turns, actions_left, success, frames = [], max_actions_per_traj, False, []
     for observation, reply in zip(observations, replies, strict=False):
-        parsed = parse_reply(reply, enable_think, max_actions_per_turn)
-        actions = [env.parse_action(text) for text in parsed.action_texts]
-        valid = [action for action in actions if action is not None]
-        turn = Turn(observation, reply, parsed.think, [env.action_names[a] for a in valid],
-                    parsed.format_ok and len(valid) == len(actions))
-        for action in valid[:actions_left]:
-            _, reward, terminated, truncated, info = env.step(action)
-            turn.env_reward += float(reward)
-            turn.frames.append(env.render())
-            actions_left -= 1
-            success = bool(info.get("success", False))
-            if terminated or truncated:
-                done = True
-                break
-        turns.append(turn)
-        if done:
+        first = len(frames)
+        outcome = act(env, reply, proxy, actions_left, on_step=lambda played: frames.append(played.render()))
+        turns.append(Turn(observation, reply, outcome.think, [env.action_names[a] for a in outcome.actions],
+                          not outcome.bad_format, outcome.env_reward, frames[first:]))
+        actions_left -= outcome.executed
+        success = outcome.success if outcome.executed else success
+        if outcome.env_done:
             break
     return first_frame, turns, success
 
@@ -120,14 +107,13 @@ td.pic img {{ image-rendering: pixelated; width: 192px; }} pre {{ white-space: p
 
 def render_episode(policy, env: str, seed: int, out: Path, temperature: float = 0.0, sampling_seed: int = 0) -> dict:
     """Play level ``seed`` of ``env`` with ``policy``; write episode.gif/.png/.html/.json under ``out``."""
-    engine, config = make_engine(policy, env)
+    engine, config = policy_engine(policy, env)
     params = SamplingParams(temperature=temperature, max_new_tokens=config.actor_rollout_ref.rollout.response_length,
                             seed=sampling_seed)
     batch = engine.play([seed], 1, params, (_RENDER_STREAM,), f"{env} seed {seed}")
-    agent = engine.config
-    first_frame, turns, success = replay(env, agent.env.kwargs, seed, batch.turns[0], agent.agent_proxy.enable_think,
-                                         agent.agent_proxy.max_actions_per_turn, engine.max_actions_per_traj)
-    format_penalty = agent.es_manager.format_penalty
+    first_frame, turns, success = replay(env, config.env.kwargs, seed, batch.turns[0], config.agent_proxy,
+                                         engine.max_actions_per_traj)
+    format_penalty = config.es_manager.format_penalty
     reward = sum(t.env_reward + (0.0 if t.format_ok else format_penalty) for t in turns)
     episode_reward = float(batch.episode_reward[0])
     if success != bool(batch.success[0]) or not np.isclose(reward, episode_reward, atol=1e-5):
@@ -152,15 +138,11 @@ def render_episode(policy, env: str, seed: int, out: Path, temperature: float = 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", type=Path, help="run dir, its hf_model/ or checkpoints/ dir, or a global_step_<k> dir")
-    source.add_argument("--model", help=f"base model: {EMBEDDED} (default), tiny-random, a folder or hub name")
+    add_policy_arguments(parser)
     parser.add_argument("--env", help="bandit | sokoban | frozenlake (default: the run's env, else sokoban)")
     parser.add_argument("--seed", type=int, default=123, help="level seed (default 123, the first held-out level)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--sampling-seed", type=int, default=0)
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="Hydra override for the agent, e.g. agent_proxy.max_turn=5 (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
     try:

@@ -2,8 +2,11 @@
 
 Hydra entry point over ``conf/``: ``--help`` lists every key with its type, default and meaning (from
 the schema dataclasses), then the config groups; ``-m`` sweeps, e.g. ``-m algo=grpo,drgrpo,drgrpo_soft``.
-The config is validated before any model loads.
-Exit status: 0 when the run finished, 128 + the signal number (143 for SIGTERM, 130 for Ctrl-C) when a
+RAGEN's key spellings are rewritten to TurnRL's first (``algos.training.ragen_keys``); then every run the
+command line asks for is composed and checked (``algos.training.preflight``) before Hydra creates a run dir
+and before any model loads. Exit status: 1 with ``Invalid config: ...`` naming the key, or
+``Training stopped: ...`` after ``trainer.max_nonfinite_steps`` non-finite steps in a row;
+0 when the run finished, 128 + the signal number (143 for SIGTERM, 130 for Ctrl-C) when a
 signal stopped it after its checkpoint.
 """
 
@@ -18,7 +21,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from algos.training.config_help import help_text
-from algos.training.schema import TurnRLConfig, register_schema, validate
+from algos.training.preflight import check_command_line, check_config
+from algos.training.ragen_keys import ragen_arguments
+from algos.training.schema import TurnRLConfig, register_schema
 
 register_schema()
 
@@ -26,10 +31,11 @@ register_schema()
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     try:
-        config = validate(cfg)
+        config = check_config(cfg)
     except ValueError as error:
         sys.exit(f"Invalid config: {error}")
     from algos.training.checkpoint_files import CheckpointError  # after validation: imports the model stack
+    from algos.training.nonfinite import NonFiniteTraining
     from algos.training.trainer import train
 
     hydra_config = HydraConfig.get()
@@ -40,6 +46,8 @@ def main(cfg: DictConfig) -> None:
         result = train(config, run_dir, run_config=OmegaConf.to_container(cfg, resolve=True))
     except CheckpointError as error:
         sys.exit(f"Checkpoint error: {error}")
+    except NonFiniteTraining as error:
+        sys.exit(f"Training stopped: {error}")
     if result["stopped_by"]:  # checkpointed, but not finished: a scheduler must tell it from a finished run
         sys.exit(128 + signal.Signals[result["stopped_by"]].value)
 
@@ -49,4 +57,10 @@ if __name__ == "__main__":
         print("TurnRL training run. Override any key as key=value (e.g. actor_rollout_ref.actor.lr=1e-5).\n")
         print("== Keys (type = default) ==")
         print(help_text(TurnRLConfig) + "\n")
+    else:
+        try:
+            sys.argv[1:] = ragen_arguments(sys.argv[1:])
+            check_command_line(sys.argv[1:])
+        except ValueError as error:
+            sys.exit(f"Invalid config: {error}")
     main()

@@ -14,19 +14,16 @@ The same algorithm through TurnRL's own trainer: ``python scripts/train.py env=g
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import torch
+from transformers import PreTrainedTokenizerBase
 
-import torch  # noqa: E402
-from transformers import PreTrainedTokenizerBase  # noqa: E402
-
-from agents.model import load_tokenizer, resolve_model_location  # noqa: E402
-from envs.gsm8k import chat_messages, make_reward_funcs  # noqa: E402
-from envs.gsm8k_answers import ANSWER_MODES, format_number, reference_answer  # noqa: E402
-from envs.gsm8k_data import SOURCES, load_gsm8k  # noqa: E402
+from agents.model import load_tokenizer, resolve_model_location
+from envs.gsm8k import chat_messages, make_reward_funcs
+from envs.gsm8k_answers import ANSWER_MODES, format_number, reference_answer
+from envs.gsm8k_data import SOURCES, load_gsm8k
 
 if TYPE_CHECKING:
     import datasets

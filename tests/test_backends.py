@@ -8,7 +8,9 @@ import torch
 from agents.backends import HFBackend, SamplingParams, make_backend
 from agents.backends.base import resolve_caps, trim_completion
 from agents.backends.hardware import cpu_has_native_bf16, default_vllm_dtype, vllm_is_faster_here
+from agents.backends.hf import left_padded
 from agents.model import build_tiny_model
+from agents.prompts import ChatTokenizer, eos_token_ids
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -49,6 +51,26 @@ def test_trim_completion_cuts_after_eos_stop_string_or_cap(tokenizer):
     assert trimmed == ids[: len(trimmed)]
     assert tokenizer.decode(trimmed) == "Up || Left</answer>"
     assert trim_completion(ids, 100, {eos}, ("no such stop",), tokenizer) == ids
+
+
+def test_left_padded_right_aligns_each_prompt_after_the_pad_id():
+    input_ids, attention_mask = left_padded([[5, 6, 7], [8]], 4, pad_token_id=0)
+    assert input_ids.tolist() == [[0, 5, 6, 7], [0, 0, 0, 8]]
+    assert attention_mask.tolist() == [[0, 1, 1, 1], [0, 0, 0, 1]]
+
+
+def test_eos_ids_unite_the_tokenizer_and_generation_config_and_every_backend_uses_them(tokenizer, tiny):
+    own = tokenizer.eos_token_id
+    assert eos_token_ids(tokenizer) == {own}
+    assert eos_token_ids(tokenizer, 7) == {own, 7}
+    assert eos_token_ids(tokenizer, [7, own, 9]) == {own, 7, 9}
+    assert eos_token_ids(tokenizer, None) == {own}
+    assert ChatTokenizer(tokenizer).eos_token_ids == {own}  # the template writes the tokenizer's own EOS
+    tiny.generation_config.eos_token_id = [own, 3]
+    try:
+        assert HFBackend(tiny, tokenizer).eos_token_ids == {own, 3}
+    finally:
+        tiny.generation_config.eos_token_id = own
 
 
 def test_batched_left_padded_greedy_equals_one_prompt_at_a_time(tokenizer, tiny):
@@ -129,7 +151,7 @@ def test_repeated_prompts_are_prefilled_once_and_generate_what_a_plain_batch_doe
     torch.manual_seed(params.seed)
     with torch.no_grad():
         plain = tiny.generate(input_ids=input_ids, attention_mask=attention_mask,
-                              generation_config=backend._generation_config(params, 6))
+                              generation_config=backend.generation_config(params, 6))
     assert shared == [row[:len(out)] for row, out in zip(plain[:, width:].tolist(), shared, strict=True)]
     assert all(len(out) == 6 or out[-1] in backend.eos_token_ids for out in shared)
 

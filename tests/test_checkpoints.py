@@ -18,15 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from algos.training.checkpoint import (
-    checkpoint_state_dict,
-    checkpoints,
-    latest_checkpoint,
-    resume_checkpoint,
-    save_checkpoint,
-)
+from algos.training.checkpoint import checkpoint_state_dict, resume_checkpoint, save_checkpoint
 from algos.training.checkpoint_files import CheckpointError, verify_manifest, write_manifest
 from algos.training.engine import build_engine, full_parameters
+from algos.training.layout import checkpoints, latest_checkpoint
 from algos.training.schema import TrainerActorConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -229,8 +224,9 @@ from pathlib import Path
 import torch
 sys.path.insert(0, sys.argv[2])
 from test_checkpoints import engine_with_weights
-from algos.training.checkpoint import checkpoints, save_checkpoint
+from algos.training.checkpoint import save_checkpoint
 from algos.training.checkpoint_files import CheckpointError, verify_manifest
+from algos.training.layout import checkpoints
 torch.set_num_threads(1)
 folder, engine = Path(sys.argv[1]), engine_with_weights(0.5)
 try:

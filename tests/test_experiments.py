@@ -17,8 +17,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from agents.config import AgentProxyConfig
 from agents.model import build_tiny_model, load_tokenizer
 from algos.training.checkpoint import checkpoint_state_dict, load_weights
+from algos.training.layout import hf_model_location
+from algos.training.policy import find_weights
 from algos.training.schema import register_schema, validate
 from algos.training.tracking import METRICS_FILE
 
@@ -295,22 +298,22 @@ def test_a_newer_checkpoint_wins_over_an_older_export(tmp_path):
     for step in (1, 2):
         (run_dir / "checkpoints" / f"global_step_{step}").mkdir(parents=True)
         (run_dir / "checkpoints" / f"global_step_{step}" / "trainer_state.pt").write_bytes(b"")
-    assert evaluate.find_weights(run_dir) == (run_dir, run_dir / "checkpoints" / "global_step_2")
+    assert find_weights(run_dir) == (run_dir, run_dir / "checkpoints" / "global_step_2")
     (run_dir / "hf_model" / "turnrl_export.json").write_text('{"step": 2}')
-    assert evaluate.find_weights(run_dir) == (run_dir, run_dir / "hf_model")
-    assert evaluate.find_weights(run_dir / "checkpoints" / "global_step_1")[1].name == "global_step_1"
+    assert find_weights(run_dir) == (run_dir, run_dir / "hf_model")
+    assert find_weights(run_dir / "checkpoints" / "global_step_1")[1].name == "global_step_1"
     with pytest.raises(ValueError, match="no hf_model export and no complete global_step"):
-        evaluate.find_weights(tmp_path)
+        find_weights(tmp_path)
 
 
 def test_eval_gsm8k_takes_a_run_dir_and_refuses_a_bare_checkpoint(compare_run, tmp_path, capsys):
     _, runs = compare_run
     run_dir = runs / "GRPO-NoFilter-seed0"
-    assert eval_gsm8k.model_location(str(run_dir)) == str(run_dir / "hf_model")
-    assert eval_gsm8k.model_location(str(run_dir / "hf_model")) == str(run_dir / "hf_model")
-    assert eval_gsm8k.model_location("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert hf_model_location(str(run_dir)) == str(run_dir / "hf_model")
+    assert hf_model_location(str(run_dir / "hf_model")) == str(run_dir / "hf_model")
+    assert hf_model_location("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
     with pytest.raises(ValueError, match="without an hf_model export"):
-        eval_gsm8k.model_location(str(run_dir / "checkpoints" / "global_step_1"))
+        hf_model_location(str(run_dir / "checkpoints" / "global_step_1"))
     out = tmp_path / "gsm8k.json"
     eval_gsm8k.main(["--model", str(run_dir), "--source", "generated", "--limit", "2", "--max-new-tokens", "4",
                      "--device", "cpu", "--output", str(out)])
@@ -340,8 +343,8 @@ def test_replay_follows_the_rollout_rules_and_reproduces_the_frames():
                 {"role": "assistant", "content": "<think>go</think><answer>Up || Jump</answer>"},
                 {"role": "user", "content": "obs 2"},
                 {"role": "assistant", "content": "<think>more</think><answer>Left || Down || Right || Up</answer>"}]
-    first, turns, success = render_episode.replay("sokoban", {}, 7, messages, enable_think=True,
-                                                  max_actions_per_turn=5, max_actions_per_traj=4)
+    first, turns, success = render_episode.replay("sokoban", {}, 7, messages, AgentProxyConfig(max_actions_per_turn=5),
+                                                  max_actions_per_traj=4)
     assert [t.actions for t in turns] == [["Up"], ["Left", "Down", "Right", "Up"]]
     assert [t.format_ok for t in turns] == [False, True]
     assert [len(t.frames) for t in turns] == [1, 3]

@@ -13,8 +13,9 @@ from test_rollout import SCRIPTED, ScriptedBackend
 from test_trainer import TINY_RUN, compose_config
 
 from agents.backends.base import resolve_caps
+from agents.batch import RolloutBatch, pass_at_k
 from agents.config import AgentConfig, EnvConfig, EnvGroupConfig, EnvSplitConfig, ESManagerConfig
-from agents.rollout import REROLL_SEED_STRIDE, RolloutBatch, RolloutEngine, pass_at_k
+from agents.rollout import REROLL_SEED_STRIDE, RolloutEngine
 from algos.training.schema import register_schema, validate
 from algos.training.trainer import train
 

@@ -24,16 +24,10 @@ from agents.backends.hf import HFBackend
 from agents.model import build_tiny_model, load_tokenizer
 from agents.rollout import RolloutBatch, RolloutEngine
 from algos import aggregate_loss, loss_normaliser
-from algos.training.checkpoint import (
-    checkpoint_state_dict,
-    checkpoints,
-    latest_checkpoint,
-    load_weights,
-    save_checkpoint,
-)
+from algos.training.checkpoint import checkpoint_state_dict, load_weights, save_checkpoint
 from algos.training.data_parallel import group_share, rank_share
 from algos.training.engine import build_engine
-from algos.training.export import export_step
+from algos.training.layout import checkpoints, export_step, latest_checkpoint
 from algos.training.packed_logprobs import response_log_probs
 from algos.training.schema import LoggerConfig, TrainerActorConfig, WandbConfig, register_schema, validate
 from algos.training.tracking import RunLogger

@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from agents.backends.base import SamplingParams, resolve_caps, trim_completion
-from agents.prompts import pad_token_id
+from agents.prompts import eos_token_ids, pad_token_id
 
 
 class HFBackend:
@@ -39,14 +39,12 @@ class HFBackend:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        configured = model.generation_config.eos_token_id
-        configured = [configured] if isinstance(configured, int) else list(configured or [])
-        self.eos_token_ids = frozenset(configured + [tokenizer.eos_token_id]) - {None}
+        self.eos_token_ids = eos_token_ids(tokenizer, model.generation_config.eos_token_id)
         self.pad_token_id = pad_token_id(tokenizer)
 
-    def _generation_config(self, params: SamplingParams, max_new_tokens: int) -> GenerationConfig:
-        # Neutral values are explicit: unset (None) fields would be filled from the model's
-        # generation_config.json (e.g. Qwen's repetition_penalty=1.05, top_k=20).
+    def generation_config(self, params: SamplingParams, max_new_tokens: int) -> GenerationConfig:
+        """``generate``'s settings for ``params``: neutral values are explicit, since unset (None) fields
+        would be filled from the model's generation_config.json (e.g. Qwen's repetition_penalty=1.05, top_k=20)."""
         sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
         return GenerationConfig(
             do_sample=not params.greedy,
@@ -67,7 +65,7 @@ class HFBackend:
         caps = resolve_caps(prompts, params, max_new_tokens)
         device = next(self.model.parameters()).device
         width = max(len(prompt) for prompt in prompts)
-        input_ids, attention_mask = (tensor.to(device) for tensor in self._left_padded(prompts, width))
+        input_ids, attention_mask = (tensor.to(device) for tensor in left_padded(prompts, width, self.pad_token_id))
         was_training = self.model.training
         self.model.eval()
         try:
@@ -77,7 +75,7 @@ class HFBackend:
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     past_key_values=cache,
-                    generation_config=self._generation_config(params, max(caps)),
+                    generation_config=self.generation_config(params, max(caps)),
                     stopping_criteria=StoppingCriteriaList([_StopStrings(params.stop, width, self.tokenizer)]),
                 )
         finally:
@@ -87,15 +85,6 @@ class HFBackend:
             trim_completion(ids, cap, self.eos_token_ids, params.stop, self.tokenizer)
             for ids, cap in zip(completions, caps, strict=True)
         ]
-
-    def _left_padded(self, prompts: Sequence[Sequence[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``input_ids`` and ``attention_mask`` ``[len(prompts), width]``, each prompt right-aligned."""
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            attention_mask[row, width - len(prompt) :] = 1
-        return input_ids, attention_mask
 
     def _shared_prefill(self, prompts: list[list[int]], input_ids: torch.Tensor,
                         attention_mask: torch.Tensor) -> Cache | None:
@@ -123,6 +112,17 @@ class HFBackend:
 
     def close(self) -> None:
         """Nothing to free: the model belongs to the caller and no cache outlives ``generate``."""
+
+
+def left_padded(prompts: Sequence[Sequence[int]], width: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` ``[len(prompts), width]``, each prompt right-aligned after
+    ``pad_token_id`` padding (mask 0), as decoder-only batched generation wants."""
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids, attention_mask
 
 
 class _StopStrings(StoppingCriteria):

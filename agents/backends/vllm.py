@@ -33,7 +33,8 @@ from vllm.platforms import current_platform  # noqa: E402
 
 from agents.backends.base import SamplingParams, resolve_caps, trim_completion  # noqa: E402
 from agents.backends.hardware import default_vllm_dtype  # noqa: E402
-from agents.model import resolve_dtype
+from agents.model import resolve_dtype  # noqa: E402
+from agents.prompts import eos_token_ids  # noqa: E402
 
 GIB = 2**30
 # tmpfs where there is one: the weight file passes through memory, not the disk.
@@ -72,13 +73,12 @@ def save_weights(model: torch.nn.Module, dtype: torch.dtype, path: str | Path) -
     save_file(tensors, str(path))
 
 
-def _configured_eos_ids(model_dir: str | Path) -> list[int]:
-    """EOS ids of the model's generation config (what the hf backend stops at), else of its config."""
+def _generation_eos(model_dir: str | Path) -> int | list[int] | None:
+    """``eos_token_id`` of the model's generation config (as the hf backend reads it), else of its config."""
     try:
-        configured = GenerationConfig.from_pretrained(model_dir).eos_token_id
+        return GenerationConfig.from_pretrained(model_dir).eos_token_id
     except OSError:
-        configured = AutoConfig.from_pretrained(model_dir).eos_token_id
-    return [configured] if isinstance(configured, int) else list(configured or [])
+        return AutoConfig.from_pretrained(model_dir).eos_token_id
 
 
 def request_seed(seed: int, index: int) -> int:
@@ -136,9 +136,7 @@ class VLLMBackend:
             **settings,
         )
         self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model_dir)
-        self.eos_token_ids = frozenset(_configured_eos_ids(model_dir) + [self.tokenizer.eos_token_id]) - {
-            None
-        }
+        self.eos_token_ids = eos_token_ids(self.tokenizer, _generation_eos(model_dir))
 
     def _request_params(self, params: SamplingParams, cap: int, index: int) -> vllm.SamplingParams:
         # Neutral values are explicit: vLLM would otherwise be free to take defaults from the

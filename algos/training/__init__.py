@@ -2,7 +2,9 @@
 
 Modules, in the order one training step uses them:
 
-- ``schema``: the typed config of a run (every key, its default, its doc) and its validation.
+- ``schema``: the typed config of a run (every key, its default, its doc) and its validation;
+  ``compose``: that config from ``conf/`` plus overrides, outside Hydra's command line.
+- ``policy``: the model a run trains, or a trained run's policy loaded for evaluation.
 - ``trainer``: the loop, one step read top to bottom (rollout -> filter -> advantages -> log-probs
   -> update -> sync -> log).
 - ``update_batch``: the kept episodes as token tensors, split into mini- and micro-batches.
@@ -11,7 +13,7 @@ Modules, in the order one training step uses them:
 - ``data_parallel``: how ranks share rollouts and micro-batches.
 - ``format_warmup``: supervised format steps before RL for models too small to follow the format.
 - ``checkpoint`` / ``signals`` / ``export``: atomic checkpoints, stop on SIGINT/SIGTERM, the final
-  Hugging Face folder.
+  Hugging Face folder; ``layout``: where a run's checkpoints and export live (no DeepSpeed needed to find them).
 - ``tracking``: metrics.jsonl, wandb, progress and the console summary.
-- ``memory``: host-memory tuning and the peak RSS figure.
+- ``memory``: host-memory tuning, the peak RSS figure and a peak-RSS sampler for benchmarks.
 """

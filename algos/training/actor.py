@@ -9,6 +9,7 @@ add up to the mini-batch loss. DeepSpeed averages the ranks' gradients, so each 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import numpy as np
@@ -72,22 +73,32 @@ def micro_batch_loss(engine: DeepSpeedEngine, micro: MicroBatch, actor: TrainerA
 def update_policy(engine: DeepSpeedEngine, batch: UpdateBatch, actor: TrainerActorConfig, temperature: float,
                   shuffle: torch.Generator, rank: int, world_size: int) -> dict[str, float]:
     """``ppo_epochs`` passes over shuffled mini-batches, one optimizer step each, accumulated over
-    micro-batches (each rank runs its share of every mini-batch's micro-batches); mean metrics."""
+    micro-batches (each rank runs its share of every mini-batch's micro-batches); mean metrics.
+
+    A mini-batch whose loss is not finite on some rank gets NaN gradients (its last backward is scaled
+    by NaN), so the optimizer step is skipped on every rank (``accumulate``); ``actor/nonfinite_steps``
+    counts the skipped steps."""
     engine.train()
+    skipped = 0
     history: dict[str, list[float]] = defaultdict(list)
     for _ in range(actor.ppo_epochs):
         for mini in batch.epoch_order(actor.share_prompt_prefix, shuffle).split(actor.ppo_mini_batch_size):
             normaliser = loss_normaliser(batch.response_mask[mini], actor.loss_agg_mode)
             micros = [batch.rows(rows) for rows in mini.split(actor.ppo_micro_batch_size_per_gpu)]
             mine = rank_share(micros, rank, world_size)
+            finite = True
             for i, (micro, is_padding) in enumerate(mine):
                 loss, metrics = micro_batch_loss(engine, micro.to(engine.device), actor, temperature, normaliser)
                 scale = 0.0 if is_padding else float(world_size)  # DeepSpeed averages over the ranks
+                finite = finite and math.isfinite(metrics["actor/loss"])
+                if i == len(mine) - 1 and not finite:  # NaN gradients: every rank's optimizer skips the step
+                    scale = math.nan
                 grad_norm = accumulate(engine, loss * scale, is_last=i == len(mine) - 1)
                 if not is_padding:
                     for key, value in metrics.items():
                         history[key].append(value)
-            if grad_norm is not None:
+            if grad_norm is not None and math.isfinite(grad_norm):
                 history["actor/grad_norm"].append(grad_norm)
+            skipped += grad_norm is not None and not math.isfinite(grad_norm)
     metrics = {key: float(np.mean(values)) for key, values in gather_lists(history).items()}
-    return metrics | {"actor/lr": float(engine.get_lr()[0])}
+    return metrics | {"actor/lr": float(engine.get_lr()[0]), "actor/nonfinite_steps": float(skipped)}

@@ -1,8 +1,8 @@
 """Checkpoints: DeepSpeed state + trainer state, written atomically, the newest N kept; resuming from
 the newest one that verifies; reading a checkpoint's policy weights back.
 
-Layout: ``<ckpt_dir>/global_step_<k>/`` holding DeepSpeed's files (tag ``model``: weights, optimizer,
-LR schedule), ``trainer_state.pt`` (step, RNG states, logger state: tensors and plain types only) and,
+Layout (``algos.training.layout``): ``<ckpt_dir>/global_step_<k>/`` holding DeepSpeed's files (tag
+``model``: weights, optimizer, LR schedule), ``trainer_state.pt`` (step, RNG states, logger state: tensors and plain types only) and,
 written last, ``manifest.json`` (sha256 of every file, see ``algos.training.checkpoint_files``). A
 checkpoint is written into ``.tmp-global_step_<k>`` and renamed into place when complete, so a folder
 named ``global_step_<k>`` is always complete; leftovers of a killed or failed save are removed. Weights
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,8 @@ from algos.training.checkpoint_files import (
     write_manifest,
 )
 from algos.training.data_parallel import any_rank
+from algos.training.layout import DEEPSPEED_TAG, TRAINER_STATE_FILE, checkpoints, latest_checkpoint
 
-CHECKPOINT_PATTERN = re.compile(r"^global_step_(\d+)$")
-TRAINER_STATE_FILE = "trainer_state.pt"
-DEEPSPEED_TAG = "model"
 QUARANTINE_PREFIX = "corrupt-"
 _FULL_DISK_BYTES = 1 << 20  # a failed write with less free space than this is reported as a full disk
 
@@ -69,24 +66,6 @@ def is_main_process() -> bool:
 def barrier() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
-
-
-def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in ``ckpt_dir`` as (step, path), oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = []
-    for path in ckpt_dir.iterdir():
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match and (path / TRAINER_STATE_FILE).is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
-    found = checkpoints(ckpt_dir)
-    return found[-1][1] if found else None
 
 
 def nonfinite_parameters(module: torch.nn.Module) -> list[str]:

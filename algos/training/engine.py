@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 from collections.abc import Iterator
@@ -91,20 +92,25 @@ def build_engine(model: torch.nn.Module, actor: TrainerActorConfig) -> DeepSpeed
 def accumulate(engine: DeepSpeedEngine, loss: torch.Tensor, is_last: bool) -> float | None:
     """Backward one micro-batch's (already weighted) loss; ``is_last`` makes it the optimizer step.
 
-    Returns the global gradient norm (before clipping) after the step, else None.
+    Returns the global gradient norm (before clipping) after the step, else None. A non-finite norm
+    means the step was skipped and the weights and optimizer state are unchanged: DeepSpeed's bf16 and
+    ZeRO optimizers skip such a step themselves (their overflow check); for plain fp32 data parallel,
+    where DeepSpeed steps a bare torch optimizer, the gradients are checked here before the step.
     """
     engine.set_gradient_accumulation_boundary(is_last)
     engine.backward(loss, scale_wrt_gas=False)
-    plain_norm = None
     if is_last and engine.zero_optimization_stage() == 0 and not engine.bfloat16_enabled():
         # Plain data parallel keeps no norm of its own; the gradients are still on the module here.
-        plain_norm = float(torch.nn.utils.get_total_norm([p.grad for p in engine.module.parameters()
-                                                         if p.grad is not None]))
+        norm = float(torch.nn.utils.get_total_norm([p.grad for p in engine.module.parameters() if p.grad is not None]))
+        if math.isfinite(norm):
+            engine.step()
+        else:
+            engine.zero_grad()
+        return norm
     engine.step()
     if not is_last:
         return None
-    norm = engine.get_global_grad_norm()
-    return plain_norm if norm is None else float(norm)
+    return float(engine.get_global_grad_norm()) if engine.was_step_applied() else math.inf
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """The trained policy as a Hugging Face folder (``<run_dir>/hf_model``), written atomically at the end of a run.
 
 ``AutoModelForCausalLM.from_pretrained`` loads it, as does any tool that takes a model folder;
-``turnrl_export.json`` beside the weights records the step it holds.
+``turnrl_export.json`` beside the weights records the step it holds (finding and reading an export:
+``algos.training.layout``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from algos.training.checkpoint import barrier, is_main_process
 from algos.training.engine import full_parameters
-
-HF_MODEL_DIR = "hf_model"
-EXPORT_INFO_FILE = "turnrl_export.json"
+from algos.training.layout import EXPORT_INFO_FILE, HF_MODEL_DIR
 
 
 def export_hf_model(
@@ -41,16 +40,3 @@ def export_hf_model(
             staging.rename(target)
     barrier()
     return target
-
-
-def exported_model(path: Path) -> Path | None:
-    """The complete export at ``path`` itself or at ``path/hf_model``, else None."""
-    for folder in (Path(path), Path(path) / HF_MODEL_DIR):
-        if (folder / EXPORT_INFO_FILE).is_file():
-            return folder
-    return None
-
-
-def export_step(export: Path) -> int:
-    """The training step an ``hf_model`` export holds."""
-    return int(json.loads((Path(export) / EXPORT_INFO_FILE).read_text())["step"])

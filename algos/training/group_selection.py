@@ -6,10 +6,12 @@ run's :class:`RolloutConfig`, so the trainer's step reads as "roll out, select, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from agents.rollout import RolloutBatch
-from algos.filtering import filter_groups, group_scores
+from algos.filtering import filter_groups, group_scores, should_reroll
 from algos.training.schema import RolloutConfig
 
 
@@ -29,3 +31,18 @@ def select_groups(batch: RolloutBatch, config: RolloutConfig) -> tuple[torch.Ten
                                   top_p_prob_mode=config.rollout_filter_top_p_prob_mode,
                                   allow_empty=config.rollout_filter_max_rerolls > 0)
     return rewards, kept, metrics
+
+
+def collect_groups(play: Callable[[int], RolloutBatch], config: RolloutConfig
+                   ) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, dict[str, float]]:
+    """``play(0)``'s batch, its rewards, kept groups and filter metrics (:func:`select_groups`). A batch where
+    the filter keeps none is replaced by ``play(1)``, ``play(2)``, ... (re-rolls: fresh levels and sampling
+    seeds), at most ``rollout_filter_max_rerolls`` times, then a ``RuntimeError``; with re-rolls on, the
+    metrics include ``rollout/rerolls`` (the re-rolls this step needed)."""
+    attempt, max_rerolls = 0, config.rollout_filter_max_rerolls
+    while True:
+        batch = play(attempt)
+        rewards, kept, metrics = select_groups(batch, config)
+        if not should_reroll(kept, attempt, max_rerolls):
+            return batch, rewards, kept, metrics | ({"rollout/rerolls": float(attempt)} if max_rerolls else {})
+        attempt += 1

@@ -1,11 +1,16 @@
-"""Host memory on CPU runs: glibc heap tuning and the process's peak resident memory."""
+"""Host memory on CPU runs: glibc heap tuning and the process's peak resident memory (its own, and sampled
+with its children for the benchmarks)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import resource
 import sys
+import threading
+
+import psutil
 
 
 def glibc() -> ctypes.CDLL | None:
@@ -48,3 +53,31 @@ def peak_rss_gib() -> float:
     """Peak resident memory of this process in GiB (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+class PeakRSS:
+    """Samples the resident memory of this process plus its children (e.g. a vLLM engine) every
+    ``interval_s`` seconds from a daemon thread, from construction until ``stop()``; ``peak_gib`` is the
+    largest sample so far."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s={interval_s} is invalid; allowed: > 0 seconds")
+        self.peak_gib = 0.0
+        self.interval_s = interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._done.wait(self.interval_s):
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += process.memory_info().rss
+            self.peak_gib = max(self.peak_gib, total / 2**30)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.backends.factory import BACKEND_NAMES
 from agents.config import AgentConfig, AgentProxyConfig, EnvConfig, ESManagerConfig
+from agents.model import DTYPES
 from algos import compute_advantages
 from algos.config import ActorConfig, AlgorithmConfig, EarlyStopConfig, RolloutFilterConfig, require
 from algos.filtering import canonical_metric
@@ -40,6 +41,9 @@ class ModelConfig:
     """Weights' dtype on load (training runs fp32 master weights; bf16 compute comes from ``actor.bf16``)."""
     enable_gradient_checkpointing: bool = False
     """Recompute activations in backward (less memory, ~30% more compute); works with ``share_prompt_prefix``."""
+
+    def __post_init__(self) -> None:
+        require(self.dtype in DTYPES, "actor_rollout_ref.model.dtype", self.dtype, str(sorted(DTYPES)))
 
 
 @dataclass
@@ -167,6 +171,9 @@ class TrainerConfig(EarlyStopConfig):
     """Checkpoint folder; null = ``<run dir>/checkpoints``."""
     max_ckpt_to_keep: int = 2
     """Newest checkpoints kept (>= 1); older ones are deleted after each save."""
+    max_nonfinite_steps: int = 3
+    """Stop the run after this many steps in a row whose update had a non-finite loss or gradient norm
+    (each such optimizer step is skipped and counted in ``actor/nonfinite_steps``), >= 1."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -174,6 +181,7 @@ class TrainerConfig(EarlyStopConfig):
                  ">= 1")
         require(self.resume in RESUME_CHOICES, "trainer.resume", self.resume, str(list(RESUME_CHOICES)))
         require(self.max_ckpt_to_keep >= 1, "trainer.max_ckpt_to_keep", self.max_ckpt_to_keep, ">= 1")
+        require(self.max_nonfinite_steps >= 1, "trainer.max_nonfinite_steps", self.max_nonfinite_steps, ">= 1")
 
 
 @dataclass
@@ -239,6 +247,9 @@ class TurnRLConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
+
+    def __post_init__(self) -> None:
+        require(self.seed >= 0, "seed", self.seed, ">= 0")
 
     def agent_config(self, show_progress: bool = False) -> AgentConfig:
         """The rollout engine's view of this run: its ``env``, ``es_manager`` and ``agent_proxy`` nodes."""

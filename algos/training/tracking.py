@@ -180,3 +180,16 @@ def summary_line(step: int, metrics: dict[str, float]) -> str:
         if key in metrics:
             parts.append(f"{label} {metrics[key]:.3f}")
     return " | ".join(parts)
+
+
+VALIDATION_FILE = "validation.jsonl"
+
+
+def append_validation_episodes(path: Path, step: int, batch: RolloutBatch) -> None:
+    """One row per validation episode, ``{"step", "level", "success", "reward"}``, appended to ``path``:
+    what level-by-level confidence intervals are computed from (``algos.statistics``)."""
+    rows = [{"step": step, "level": int(level), "success": bool(success), "reward": float(reward)}
+            for level, success, reward in zip(batch.seeds.tolist(), batch.success.tolist(),
+                                              batch.episode_reward.tolist(), strict=True)]
+    with Path(path).open("a") as handle:
+        handle.write("".join(json.dumps(row) + "\n" for row in rows))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,23 +41,33 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import envs
 from agents.backends import SamplingParams, make_backend
+from agents.batch import RolloutBatch, pass_at_k
 from agents.demonstrations import format_demonstrations
 from agents.model import resolve_model_location
 from agents.prompts import pad_token_id
-from agents.rollout import RolloutBatch, RolloutEngine, pass_at_k
-from algos import compute_advantages, reward_variance_collapsed, should_reroll
+from agents.rollout import RolloutEngine
+from algos import compute_advantages
 from algos.training.actor import sequence_log_probs, update_policy
-from algos.training.checkpoint import latest_checkpoint, resume_checkpoint, save_checkpoint
+from algos.training.checkpoint import resume_checkpoint, save_checkpoint
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
 from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
 from algos.training.format_warmup import format_warmup
-from algos.training.group_selection import select_groups
+from algos.training.group_selection import collect_groups
+from algos.training.layout import latest_checkpoint
 from algos.training.memory import limit_heap_slack, peak_rss_gib
+from algos.training.nonfinite import NonFiniteGuard
 from algos.training.policy import load_policy
 from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig, advantage_options
 from algos.training.signals import StopRequest
-from algos.training.tracking import RunLogger, SilentLogger, episode_metrics, summary_line
+from algos.training.tracking import (
+    VALIDATION_FILE,
+    RunLogger,
+    SilentLogger,
+    append_validation_episodes,
+    episode_metrics,
+    summary_line,
+)
 from algos.training.update_batch import UpdateBatch
 
 
@@ -93,6 +104,7 @@ class Trainer:
         self.step, self.policy_version, self.synced_version = 0, 0, 0
         self.warmup_metrics: dict[str, float] = {}
         self.resumed_state: dict[str, Any] = {}
+        self.nonfinite = NonFiniteGuard(config)
 
     # ----------------------------------------------------------------- before the first step
     def setup(self) -> None:
@@ -158,7 +170,7 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, float]:
         """Roll out, filter, compute advantages, update the policy; return the step's metrics."""
         start = time.perf_counter()
-        batch, rewards, kept, filter_metrics = self.collect_groups(step)
+        batch, rewards, kept, filter_metrics = collect_groups(partial(self.play_train_groups, step), self.rollout_cfg)
         rollout_s = time.perf_counter() - start
         metrics = {**batch.metrics, **episode_metrics(batch)}
         advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
@@ -182,18 +194,6 @@ class Trainer:
                           "timing/update_s": time.perf_counter() - tic, "timing/step_s": step_s,
                           "timing/tokens_per_s": metrics["rollout/tokens"] / step_s,
                           "timing/peak_rss_gib": peak_rss_gib()}
-
-    def collect_groups(self, step: int) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, dict[str, float]]:
-        """The step's batch, its rewards ``[G, K]``, the groups the filter keeps and the filter's metrics.
-        A batch where it keeps none is replaced by a re-roll (attempt 1, 2, ...: fresh levels and sampling
-        seeds), at most ``rollout_filter_max_rerolls`` times, then a ``RuntimeError``."""
-        attempt, max_rerolls = 0, self.rollout_cfg.rollout_filter_max_rerolls
-        while True:
-            batch = self.play_train_groups(step, attempt)
-            rewards, kept, metrics = select_groups(batch, self.rollout_cfg)
-            if not should_reroll(kept, attempt, max_rerolls):
-                return batch, rewards, kept, metrics | ({"rollout/rerolls": float(attempt)} if max_rerolls else {})
-            attempt += 1
 
     def log_probs(self, model: torch.nn.Module, batch: UpdateBatch) -> torch.Tensor:
         return sequence_log_probs(model, batch, self.actor, self.rollout_cfg.temperature, self.engine.device,
@@ -235,6 +235,8 @@ class Trainer:
             share = group_share(self.config.es_manager.val.env_groups, self.rank, self.world_size)
             local = engine.validate(params, groups=share, shard=self.rank) if len(share) else None
             batch = gather_rollout(local, engine.pad_token_id)
+        if self.rank == 0:
+            append_validation_episodes(self.run_dir / VALIDATION_FILE, self.step, batch)
         metrics = {"val/" + key.split("/", 1)[-1]: value for key, value in batch.metrics.items()}
         return metrics | pass_at_k(batch) | {"val/reward": batch.episode_reward.mean().item(),
                                              "timing/val_s": time.perf_counter() - tic}
@@ -257,15 +259,14 @@ class Trainer:
                 self.step += 1
                 metrics = self.train_step(self.step)
                 in_group_std.append(metrics["rollout/in_group_std"])
-                collapsed = trainer.early_stop_on_zero_variance and reward_variance_collapsed(
-                    in_group_std, baseline_steps=trainer.early_stop_baseline_steps,
-                    window=trainer.early_stop_window, ratio=trainer.early_stop_ratio)
+                collapsed = trainer.should_stop_early(in_group_std)
                 metrics |= {"early_stopped/reward_variance_collapse": 1.0} if collapsed else {}
                 last = self.step == trainer.total_training_steps or collapsed
                 if trainer.test_freq > 0 and (self.step % trainer.test_freq == 0 or last):
                     metrics |= self.validate()
                 logger.log(metrics, step=self.step)
                 logger.write(summary_line(self.step, metrics))
+                self.nonfinite.after_step(self.step, metrics)  # raises after max_nonfinite_steps in a row
                 stopping = any_rank(bool(stop), self.engine.device)  # a signal may reach some ranks only
                 if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stopping:
                     path = save_checkpoint(self.engine, self.ckpt_dir, self.step,

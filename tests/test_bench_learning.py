@@ -1,0 +1,59 @@
+"""The learning benchmark's bookkeeping on hand-written run folders: validation episodes become per-step
+intervals over seeds x levels, timings and memory are averaged and maxed, a finished run is not rerun."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_learning.py"
+spec = importlib.util.spec_from_file_location("bench_learning_script", SCRIPT)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def write_run(path: Path, successes: dict[int, list[int]], step_s: float, rss: float) -> None:
+    path.mkdir(parents=True)
+    rows = [{"step": 0}] + [{"step": step, "rollout/success_rate": 0.5, "timing/rollout_s": step_s / 2,
+                             "timing/log_prob_s": 0.0, "timing/update_s": step_s / 2, "timing/step_s": step_s,
+                             "timing/peak_rss_gib": rss} for step in (1, 2)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    episodes = [{"step": step, "level": 100 + i, "success": bool(s), "reward": float(s)}
+                for step, levels in successes.items() for i, s in enumerate(levels)]
+    (path / "validation.jsonl").write_text("".join(json.dumps(row) + "\n" for row in episodes))
+
+
+def test_summary_gives_per_step_intervals_over_seeds_and_levels(tmp_path):
+    # step 0: every seed fails every level; step 2: all succeed on seed 0, half on seeds 1 and 2
+    write_run(tmp_path / "seed0", {0: [0, 0, 0, 0], 2: [1, 1, 1, 1]}, step_s=10.0, rss=3.0)
+    write_run(tmp_path / "seed1", {0: [0, 0, 0, 0], 2: [1, 0, 1, 0]}, step_s=20.0, rss=3.5)
+    write_run(tmp_path / "seed2", {0: [0, 0, 0, 0], 2: [0, 1, 0, 1]}, step_s=30.0, rss=2.5)
+    runs = {seed: tmp_path / f"seed{seed}" for seed in range(3)}
+    record = bench.summarise("frozenlake", runs, {0: 60.0, 1: 120.0, 2: 180.0}, [])
+    start, end = record["validation"]
+    assert (start["step"], start["estimate"], start["low"], start["high"], start["n"]) == (0, 0.0, 0.0, 0.0, 12)
+    assert end["step"] == 2 and end["estimate"] == pytest.approx(8 / 12)
+    assert end["low"] < 8 / 12 < end["high"] and end["high"] == 1.0  # all-seed-0 resamples reach 1.0
+    assert record["time_per_step_s"]["step_s"] == pytest.approx(20.0) and record["peak_rss_gib"] == 3.5
+    assert record["levels"] == 4 and record["wall_min"] == {0: 1.0, 1: 2.0, 2: 3.0}
+    # per level, 2 of 3 runs succeed at step 2 against all-fail at step 0: P(X > Y) + P(X = Y) / 2 = 2/3 + 1/6
+    improvement = record["first_vs_last"]["probability_of_improvement"]["step 2"]["step 0"]["estimate"]
+    assert improvement == pytest.approx(5 / 6)
+    assert "| 2 | 0.667 |" in bench.markdown(record)
+
+
+def test_a_resumed_validation_counts_each_level_once(tmp_path):
+    write_run(tmp_path / "run", {0: [0, 1]}, step_s=1.0, rss=1.0)
+    with (tmp_path / "run" / "validation.jsonl").open("a") as handle:  # step 0 validated again after a resume
+        handle.write(json.dumps({"step": 0, "level": 100, "success": True, "reward": 1.0}) + "\n")
+    scores = bench.validation_scores(tmp_path / "run")
+    assert list(scores) == [0] and scores[0].tolist() == [1.0, 1.0]
+
+
+def test_a_finished_run_is_not_rerun(tmp_path):
+    write_run(tmp_path / "seed0", {0: [0]}, step_s=1.0, rss=1.0)
+    (tmp_path / "seed0" / "wall_s.json").write_text("42.0")
+    assert bench.run_seed("bandit", 0, 2, tmp_path / "seed0", ["no.such.key=1"]) == 42.0  # no subprocess ran

@@ -1,0 +1,25 @@
+"""The peak-RSS sampler the benchmarks use: it sees memory held while it runs."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+
+from algos.training.memory import PeakRSS
+
+
+def test_peak_rss_sampler_sees_a_64_mib_block_held_while_it_samples():
+    before = psutil.Process().memory_info().rss / 2**30
+    sampler = PeakRSS(interval_s=0.005)
+    block = b"\x01" * (64 * 2**20)  # written bytes: resident, unlike a calloc'd bytearray
+    time.sleep(0.1)
+    sampler.stop()
+    assert len(block) == 64 * 2**20
+    assert sampler.peak_gib >= before + 60 / 1024
+
+
+def test_peak_rss_sampler_rejects_a_non_positive_interval():
+    with pytest.raises(ValueError, match="interval_s=0"):
+        PeakRSS(interval_s=0)
