@@ -119,6 +119,10 @@ class AgentProxyConfig:
     """Action budget of an episode; null = the env's default (Bandit 1, others 10)."""
     enable_think: bool = True
     """Ask for ``<think>...</think><answer>...</answer>``; false asks for ``<answer>...</answer>`` only."""
+    use_turn_scores: bool = False
+    """Token rewards for gae: each turn's reward (env reward plus its format penalty) on that turn's
+    last generated token; false puts the episode's sum on its last generated token (RAGEN's default).
+    Only for ``algorithm.adv_estimator=gae``: the other estimators take one reward per episode."""
 
     def __post_init__(self) -> None:
         _require(self.max_turn >= 1, "agent_proxy.max_turn", self.max_turn, ">= 1")

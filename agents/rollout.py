@@ -15,7 +15,10 @@ Token-in, token-out: an episode's sequence is its prompt tokens, then per turn t
 generated (exactly as generated), then the template tokens of the next env message (see
 ``agents.prompts.ChatTokenizer``). ``loss_mask`` is 1 exactly on the generated ids; the prefilled
 ``<think>`` belongs to the prompt. The episode reward is the sum of the env rewards and one
-``format_penalty`` per turn whose reply had a missing or invalid action.
+``format_penalty`` per turn whose reply had a missing or invalid action. ``token_rewards`` places
+rewards on tokens for the token-level estimators (gae): with ``agent_proxy.use_turn_scores`` each
+turn's reward (with its penalty) on that turn's last generated token, else the episode reward on the
+episode's last generated token.
 
 An episode ends when the env terminates or truncates, after ``max_turn`` turns, when its
 ``max_actions_per_traj`` budget is spent, or, marked ``truncated``, when ``max_model_len`` leaves
@@ -69,6 +72,8 @@ class _Episode:
     actions_left: int
     reward: float = 0.0
     last_turn_reward: float = 0.0
+    last_generated: int = -1  # index of the newest generated token (-1: none yet)
+    turn_rewards: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (its last token, reward)
     success: bool = False
     num_turns: int = 0
     format_errors: int = 0
@@ -280,6 +285,7 @@ class RolloutEngine:
     def _play_turn(self, episode: _Episode, reply: list[int], turn: int) -> None:
         """Record the reply, run its valid actions (stopping at the first done) and book the rewards."""
         episode.append(reply, generated=True)
+        episode.last_generated = len(episode.token_ids) - 1 if reply else episode.last_generated
         episode.reply_ended_with_eos = bool(reply) and reply[-1] in self.chat.eos_token_ids
         text = self.prefill + self.tokenizer.decode(reply, skip_special_tokens=True)
         episode.messages.append({"role": "assistant", "content": text})
@@ -288,7 +294,9 @@ class RolloutEngine:
         episode.actions_left -= outcome.executed
         if outcome.executed:
             episode.observation, episode.success = outcome.observation, outcome.success
-        episode.reward += outcome.env_reward + (self.config.es_manager.format_penalty if outcome.bad_format else 0.0)
+        scored = outcome.env_reward + (self.config.es_manager.format_penalty if outcome.bad_format else 0.0)
+        episode.reward += scored
+        episode.turn_rewards.append((episode.last_generated, scored))
         episode.last_turn_reward = outcome.env_reward
         episode.num_turns = turn
         if outcome.env_done or episode.actions_left <= 0 or turn == self.proxy.max_turn:
@@ -310,11 +318,16 @@ class RolloutEngine:
         input_ids = torch.full((batch_size, length), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
         loss_mask = torch.zeros((batch_size, length), dtype=torch.long)
+        token_rewards = torch.zeros((batch_size, length))
         for row, episode in enumerate(episodes):
             n = len(episode.token_ids)
             input_ids[row, :n] = torch.tensor(episode.token_ids, dtype=torch.long)
             attention_mask[row, :n] = 1
             loss_mask[row, :n] = torch.tensor(episode.loss_mask, dtype=torch.long)
+            scores = episode.turn_rewards if self.proxy.use_turn_scores else [(episode.last_generated, episode.reward)]
+            for position, reward in scores:  # a reply of no token (position -1) has nothing to credit
+                if position >= 0:
+                    token_rewards[row, position] += reward
         batch = RolloutBatch(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -328,6 +341,7 @@ class RolloutEngine:
             turns=[e.messages for e in episodes],
             metrics={},
             group_size=group_size,
+            token_rewards=token_rewards,
             tags=[e.tag for e in episodes] if any(e.tag for e in episodes) else [],
         )
         batch.metrics = rollout_metrics(batch, format_errors=sum(e.format_errors for e in episodes))

@@ -16,18 +16,28 @@ from algos.losses import (
     loss_normaliser,
     policy_loss,
     register_policy_loss,
+    value_loss,
+)
+from algos.token_estimators import (
+    TOKEN_ESTIMATORS,
+    compute_token_advantages,
+    explained_variance,
+    register_token_estimator,
 )
 
 __all__ = [
     "ESTIMATORS",
     "POLICY_LOSSES",
+    "TOKEN_ESTIMATORS",
     "ActorConfig",
     "AlgorithmConfig",
     "EarlyStopConfig",
     "RolloutFilterConfig",
     "aggregate_loss",
     "compute_advantages",
+    "compute_token_advantages",
     "entropy_from_logits",
+    "explained_variance",
     "filter_groups",
     "group_scores",
     "kl_penalty",
@@ -35,6 +45,8 @@ __all__ = [
     "policy_loss",
     "register_estimator",
     "register_policy_loss",
+    "register_token_estimator",
     "reward_variance_collapsed",
     "should_reroll",
+    "value_loss",
 ]

@@ -15,6 +15,7 @@ from algos.early_stop import reward_variance_collapsed
 from algos.estimators import ESTIMATORS, estimator_options
 from algos.filtering import canonical_metric, check_filter_options
 from algos.losses import KL_KINDS, LOSS_AGG_MODES, POLICY_LOSSES
+from algos.token_estimators import TOKEN_ESTIMATORS
 
 
 def require(condition: bool, key: str, value: object, allowed: str) -> None:
@@ -29,7 +30,8 @@ class AlgorithmConfig:
 
     adv_estimator: str = "grpo"
     """Registered estimator name: grpo, sr_grpo, rloo, reinforce_plus_plus, reinforce_plus_plus_baseline
-    (see ``algos.ESTIMATORS``)."""
+    (one reward per episode, ``algos.ESTIMATORS``) or gae (token-level, with a learned critic,
+    ``algos.TOKEN_ESTIMATORS``)."""
     norm_adv_by_std_in_grpo: bool = True
     """grpo: divide by the in-group std (GRPO); false is Dr. GRPO."""
     soft_advantage_reweight: bool = False
@@ -38,15 +40,37 @@ class AlgorithmConfig:
     """sr_grpo: softmax temperature, > 0 (smaller = sharper focus on the best rollouts)."""
     epsilon: float = 1e-6
     """Added to standard deviations before dividing, > 0."""
+    gamma: float = 1.0
+    """gae: discount per generated token, in [0, 1] (RAGEN's PPO: 1)."""
+    lam: float = 1.0
+    """gae: GAE's lambda, in [0, 1] (1: Monte-Carlo returns minus the value; 0: one-step TD)."""
+    bi_level_gae: bool = False
+    """gae: RAGEN's bi-level GAE, a turn-level recursion (``high_level_gamma``) across turns and a
+    token-level one (``gamma``) inside each turn."""
+    high_level_gamma: float = 0.95
+    """bi_level_gae: discount per turn, in [0, 1]."""
+
+    @property
+    def token_estimator(self) -> str | None:
+        """The token-level estimator selected (``bi_level_gae`` for gae with ``bi_level_gae``), or None
+        for an estimator with one reward per episode (no critic)."""
+        if self.adv_estimator not in TOKEN_ESTIMATORS:
+            return None
+        return "bi_level_gae" if self.bi_level_gae else self.adv_estimator
 
     def __post_init__(self) -> None:
         require(
-            self.adv_estimator in ESTIMATORS,
+            self.adv_estimator in ESTIMATORS or self.adv_estimator in TOKEN_ESTIMATORS,
             "algorithm.adv_estimator",
             self.adv_estimator,
-            str(sorted(ESTIMATORS)),
+            str(sorted(ESTIMATORS) + sorted(TOKEN_ESTIMATORS)),
         )
-        supports_soft = "soft_advantage_reweight" in estimator_options(self.adv_estimator)
+        for key in ("gamma", "lam", "high_level_gamma"):
+            require(0 <= getattr(self, key) <= 1, "algorithm." + key, getattr(self, key), "[0, 1]")
+        require(not self.bi_level_gae or self.adv_estimator == "gae", "algorithm.bi_level_gae", self.bi_level_gae,
+                f"false with adv_estimator={self.adv_estimator!r} (bi-level GAE is a gae option)")
+        supports_soft = self.token_estimator is None and "soft_advantage_reweight" in estimator_options(
+            self.adv_estimator)
         require(
             supports_soft or not self.soft_advantage_reweight,
             "algorithm.soft_advantage_reweight",

@@ -168,3 +168,33 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of ``softmax(logits)`` over the last axis: ``logsumexp(x) - sum_v p_v x_v``."""
     probs = torch.softmax(logits, dim=-1)
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(dim=-1)
+
+
+def value_loss(
+    vpreds: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange_value: float = 0.5,
+    loss_agg_mode: str = "token-mean",
+    normaliser: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO's clipped value loss (verl's ``compute_value_loss``), aggregated by ``loss_agg_mode``.
+
+    ``V_clip = old + clamp(vpred - old, -cliprange_value, cliprange_value)``;
+    ``L = 0.5 * max((vpred - R)^2, (V_clip - R)^2)`` per token, then :func:`aggregate_loss`.
+    Metrics: ``critic/vf_clipfrac`` (share of tokens where the clipped term is the larger),
+    ``critic/vpred_mean`` (mean prediction over the masked tokens).
+    """
+    _check_same_shape(vpreds=vpreds, old_values=old_values, returns=returns, mask=mask)
+    if cliprange_value <= 0:
+        raise ValueError(f"cliprange_value must be > 0, got {cliprange_value}")
+    mask = mask.to(vpreds.dtype)
+    clipped = old_values + (vpreds - old_values).clamp(-cliprange_value, cliprange_value)
+    unclipped_loss, clipped_loss = (vpreds - returns).square(), (clipped - returns).square()
+    losses = 0.5 * torch.maximum(unclipped_loss, clipped_loss)
+    metrics = {
+        "critic/vf_clipfrac": masked_mean((clipped_loss > unclipped_loss).to(vpreds.dtype), mask).item(),
+        "critic/vpred_mean": masked_mean(vpreds.detach(), mask).item(),
+    }
+    return aggregate_loss(losses, mask, loss_agg_mode, normaliser=normaliser), metrics

@@ -46,6 +46,9 @@ class SeededAnswers(FixedAnswers):
         levels = torch.tensor(group_seeds).repeat_interleave(group_size)
         batch.episode_reward = batch.episode_reward * (1.0 + levels % 3)
         batch.seeds = levels
+        last = batch.loss_mask.shape[1] - 1 - batch.loss_mask.flip(1).argmax(dim=1)  # each reply's last token
+        batch.token_rewards = torch.zeros(batch.input_ids.shape)
+        batch.token_rewards[torch.arange(len(batch)), last] = batch.episode_reward  # for gae runs
         batch.metrics = rollout_metrics(batch, format_errors=0)
         return batch
 

@@ -15,6 +15,7 @@ from algos.training.schema import register_schema, validate
 from algos.training.trainer import train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "golden_metrics.json"
+ADDED_SINCE = {"actor/nonfinite_steps"}  # metrics of features added after the recording; the recorded ones must not move
 
 register_schema()
 
@@ -26,5 +27,5 @@ def test_training_logs_the_metrics_recorded_before_the_move(name):
     assert [row["step"] for row in rows] == [row["step"] for row in expected] == [0, 1, 2, 3]
     assert any(row.get("actor/grad_norm", 0) > 0.1 for row in expected)  # the runs really learn something
     for got, want in zip(rows, expected, strict=True):
-        assert set(got) == set(want), set(got) ^ set(want)
-        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), got["step"]
+        assert set(want) <= set(got) and set(got) - set(want) <= ADDED_SINCE, set(got) ^ set(want)
+        assert {key: got[key] for key in want} == pytest.approx(want, rel=1e-4, abs=1e-6), got["step"]

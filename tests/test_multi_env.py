@@ -81,7 +81,7 @@ def test_validation_on_its_own_env_configs_with_pass_at_k(tokenizer):
 def test_pass_at_k_on_a_written_out_batch():
     batch = RolloutBatch(*[torch.zeros(6, 1)] * 3, torch.arange(6) // 2, torch.zeros(6),
                          torch.tensor([True, False, False, False, True, True]), *[torch.zeros(6)] * 3,
-                         [[]] * 6, {}, 2, ["A", "A", "B", "B", "B", "B"])
+                         [[]] * 6, {}, 2, tags=["A", "A", "B", "B", "B", "B"])
     # levels: A solved by member 0; B level 1 unsolved; B level 2 solved by both
     assert pass_at_k(batch) == pytest.approx({"val/pass@2": 2 / 3, "val/A/pass@2": 1.0, "val/B/pass@2": 0.5})
     assert pass_at_k(replace(batch, group_size=1, tags=[])) == {}  # pass@1 is val/success_rate

@@ -31,7 +31,8 @@ MAPPED = [  # (RAGEN's arguments, {TurnRL key: composed value})
     ([ARR + "rollout.rollout_filter_type=std"],
      {ARR + "rollout.rollout_filter_metric": "reward_std", ARR + "rollout.rollout_filter_type": "largest"}),
     ([ARR + "rollout.rollout_filter_metric=reward_variance"], {ARR + "rollout.rollout_filter_metric": "reward_variance"}),
-    (["algorithm.gamma=1.0", "algorithm.lam=1"], {"algorithm.adv_estimator": "grpo"}),
+    (["algorithm.gamma=1.0", "algorithm.lam=1"], {"algorithm.gamma": 1.0, "algorithm.lam": 1.0}),  # TurnRL's own keys
+    (["critic.optim.lr=2e-6", "critic.model.path=tiny-random"], {"critic.lr": 2e-6, "critic.model_path": "tiny-random"}),
     (["trainer.logger=['console','wandb']"], {"logger.backend": "wandb"}),
     (["trainer.logger=[console]"], {"logger.backend": "console"}),
     (["trainer.n_gpus_per_node=1"], {"trainer.total_training_steps": 3}),
@@ -52,8 +53,6 @@ MAPPED = [  # (RAGEN's arguments, {TurnRL key: composed value})
 REFUSED = [  # (RAGEN's argument, the message)
     (ARR + "rollout.top_k=50", "RAGEN's `actor_rollout_ref.rollout.top_k`: 50 is not supported: TurnRL's backends "
                                "sample with temperature and top_p only"),
-    ("algorithm.gamma=0.99", "RAGEN's `algorithm.gamma`: 0.99 is not supported: TurnRL's estimators score whole "
-                             "episodes, which is gamma = lam = 1 (no GAE yet)"),
     ("trainer.n_gpus_per_node=8", "RAGEN's `trainer.n_gpus_per_node=8` is TurnRL's `torchrun --nproc_per_node 8 "
                                   "scripts/train.py ...` (one process per GPU)"),
     (ARR + "actor.use_ref=True", "RAGEN's `actor_rollout_ref.actor.use_ref` is TurnRL's "
@@ -62,7 +61,7 @@ REFUSED = [  # (RAGEN's argument, the message)
     ("agent_proxy.action_sep='|'", "RAGEN's `agent_proxy.action_sep`: '|' is not supported: TurnRL's parser splits"),
     ("algorithm.kl_ctrl.kl_coef=0.001", "no KL penalty in the reward; use actor_rollout_ref.actor.use_kl_loss=true"),
     ("trainer.local_log_dir=results/", "RAGEN's `trainer.local_log_dir` is TurnRL's `hydra.run.dir"),
-    ("critic.ppo_mini_batch_size=4", "RAGEN's `critic.ppo_mini_batch_size`: 4 is not supported: TurnRL's estimators"),
+    ("trainer.max_critic_ckpt_to_keep=3", "RAGEN's `trainer.max_critic_ckpt_to_keep` is TurnRL's `trainer.max_ckpt_to_keep"),
     ("lora.rank=16", "RAGEN's `lora.rank`: 16 is not supported: TurnRL fine-tunes every weight"),
     ("es_manager.train.env_configs.tags=[Bandit,SimpleSokoban]", "one env type per run"),
     ("es_manager.train.env_configs.tags=[WebShop]", "WebShop is not supported: TurnRL has no such env"),

@@ -112,6 +112,33 @@ def test_scripted_sokoban_episode_matches_chat_text_and_env_replay(tokenizer):
     assert batch.seeds.tolist() == [10006, 10006, 10007, 10007]
 
 
+def test_turn_scores_sit_on_each_turns_last_generated_token(tokenizer):
+    """3 turns: a valid move, a bad reply (format penalty -0.1, nothing runs), two moves. With
+    ``use_turn_scores`` each turn's reward is on its reply's last token; without, the sum on the last."""
+    replies = ["go</think><answer>Up</answer>", "hmm</think><answer>Fly</answer>", "x</think><answer>Left || Down</answer>"]
+    turn_scored = engine(tokenizer, ScriptedBackend(tokenizer, replies), env="sokoban", use_turn_scores=True)
+    batch = turn_scored.rollout(2, SCRIPTED)
+    summed = engine(tokenizer, ScriptedBackend(tokenizer, replies), env="sokoban").rollout(2, SCRIPTED)
+    assert batch.num_turns.tolist() == [3] * 4
+    for b in range(4):
+        env = envs.make("sokoban")
+        env.reset(seed=int(batch.seeds[b]), options={"member": b % 2})
+        turn_rewards = [env.step(env.action_names.index("Up"))[1], -0.1,
+                        sum(env.step(env.action_names.index(name))[1] for name in ("Left", "Down"))]
+        mask = batch.loss_mask[b].tolist()
+        ends = [t for t in range(len(mask)) if mask[t] and (t + 1 == len(mask) or not mask[t + 1])]
+        assert len(ends) == 3 and mask[ends[0] + 1] == 0 == mask[ends[1] + 1]  # env tokens between the turns
+        expected = torch.zeros(len(mask))
+        expected[ends] = torch.tensor(turn_rewards)
+        torch.testing.assert_close(batch.token_rewards[b], expected)
+        assert batch.episode_reward[b].item() == pytest.approx(sum(turn_rewards))
+        only_last = torch.zeros(len(mask))
+        only_last[ends[-1]] = sum(turn_rewards)
+        torch.testing.assert_close(summed.token_rewards[b], only_last)
+    kept = batch.select(torch.tensor([1]))
+    torch.testing.assert_close(kept.token_rewards, batch.token_rewards[2:, : kept.input_ids.shape[1]])
+
+
 @pytest.mark.parametrize(
     ("reply", "reward", "turns", "error_rate"),
     [

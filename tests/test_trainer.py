@@ -256,6 +256,13 @@ def test_every_algo_config_trains_one_step_on_bandit(algo, tmp_path):
     if config.algorithm.adv_estimator == "sr_grpo":
         assert {"soft_advantage_mean", "soft_advantage_std", "kl"} <= set(metrics)
     assert ("kl" in metrics) == config.actor_rollout_ref.actor.use_kl_loss
+    critic_keys = {"critic/vf_loss", "critic/vf_clipfrac", "critic/vpred_mean", "critic/vf_explained_var",
+                   "critic/grad_norm", "critic/lr", "critic/returns_mean", "critic/values_mean"}
+    if config.algorithm.adv_estimator == "gae":
+        assert all(key in metrics and torch.isfinite(torch.tensor(metrics[key])) for key in critic_keys)
+        assert metrics["critic/lr"] == config.critic.lr and metrics["critic/vpred_mean"] == 0.0  # zero head
+    else:
+        assert not critic_keys & set(metrics)
     row = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert row["step"] == 1 and row["reward"] == pytest.approx(metrics["reward"])
 
@@ -441,13 +448,16 @@ def _torchrun(nproc: int) -> list[str]:
 
 
 @pytest.mark.slow  # two training subprocesses, one of them with two ranks (~30 s)
-def test_two_ranks_log_the_same_metrics_and_gradients_as_one_process(tmp_path):
+@pytest.mark.parametrize("algo", ["drgrpo", "ppo"])
+def test_two_ranks_log_the_same_metrics_and_gradients_as_one_process(tmp_path, algo):
     """A scripted rollout (tests/data_parallel_worker.py), 4 groups of 4, top-3 kept = 12
     episodes in micro-batches of 5 (5, 5, 2: rank 0 runs two, rank 1 one plus a padding pass), two PPO
     epochs (old log-probs computed shared), seq-mean-token-mean: every metric, the gradient norm
-    included, must equal one process's; a missing x world-size factor would halve the norm."""
+    included, must equal one process's; a missing x world-size factor would halve the norm. ``ppo``:
+    the critic's values, its update and ``critic/*`` metrics too."""
     rollout, actor = "actor_rollout_ref.rollout.", "actor_rollout_ref.actor."
-    overrides = ["algo=drgrpo", "es_manager.train.env_groups=4", rollout + "rollout_filter_strategy=top_k",
+    overrides = [f"algo={algo}", "critic.ppo_micro_batch_size_per_gpu=5", "critic.lr=1e-3",
+                 "es_manager.train.env_groups=4", rollout + "rollout_filter_strategy=top_k",
                  rollout + "rollout_filter_value=3", actor + "ppo_micro_batch_size_per_gpu=5",
                  actor + "ppo_mini_batch_size=12", actor + "ppo_epochs=2",
                  actor + "loss_agg_mode=seq-mean-token-mean", actor + "lr=1e-3",
@@ -462,6 +472,7 @@ def test_two_ranks_log_the_same_metrics_and_gradients_as_one_process(tmp_path):
     assert [row["step"] for row in two] == [1, 2]
     assert one[0]["rollout/num_episodes"] == 16 and one[0]["rollout/filter_kept_ratio"] == 0.75
     assert one[0]["actor/grad_norm"] > 0.1 and one[1]["actor/ppo_kl"] != 0
+    assert (one[1].get("critic/grad_norm", 1.0) > 0) and (algo == "ppo") == ("critic/vf_loss" in one[1])
     for row_one, row_two in zip(one, two, strict=True):
         assert row_two == pytest.approx(row_one, rel=1e-5, abs=1e-7)
 

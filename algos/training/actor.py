@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -25,20 +26,30 @@ from algos.training.update_batch import MicroBatch, UpdateBatch
 
 
 @torch.no_grad()
+def token_outputs(forward: Callable[[MicroBatch], torch.Tensor], batch: UpdateBatch, micro_batch_size: int,
+                  device: torch.device, rank: int, world_size: int) -> torch.Tensor:
+    """``[B, T-1]`` per-token outputs of ``forward`` (a micro-batch -> its ``[b, t-1]`` tensor), micro-batch
+    by micro-batch; with several ranks each computes its share of the rows and the sum over ranks
+    assembles them."""
+    outputs = torch.zeros(batch.response_mask.shape)
+    chunks = list(torch.arange(len(batch)).split(micro_batch_size))
+    for index, is_padding in rank_share(chunks, rank, world_size):
+        values = forward(batch.rows(index).to(device))
+        if not is_padding:  # a padding pass only keeps the ranks' pass counts equal
+            outputs[index, : values.shape[1]] = values.float().cpu()
+    return all_reduce_sum(outputs.to(device)).cpu()  # NCCL reduces only device tensors
+
+
 def sequence_log_probs(model: torch.nn.Module, batch: UpdateBatch, actor: TrainerActorConfig, temperature: float,
                        device: torch.device, rank: int, world_size: int) -> torch.Tensor:
-    """``[B, T-1]`` log-probs of the generated tokens under ``model``, micro-batch by micro-batch; with
-    several ranks each computes its share of the rows and the sum over ranks assembles them."""
+    """``[B, T-1]`` log-probs of the generated tokens under ``model`` (:func:`token_outputs`)."""
     model.eval()
-    logp = torch.zeros(batch.response_mask.shape)
-    chunks = list(torch.arange(len(batch)).split(actor.ppo_micro_batch_size_per_gpu))
-    for index, is_padding in rank_share(chunks, rank, world_size):
-        micro = batch.rows(index).to(device)
-        values, _ = grouped_response_log_probs(model, micro.input_ids, micro.attention_mask, micro.response_mask,
-                                               micro.group_index if actor.share_prompt_prefix else None, temperature)
-        if not is_padding:  # a padding pass only keeps the ranks' pass counts equal
-            logp[index, : values.shape[1]] = values.float().cpu()
-    return all_reduce_sum(logp.to(device)).cpu()  # NCCL reduces only device tensors
+
+    def forward(micro: MicroBatch) -> torch.Tensor:
+        return grouped_response_log_probs(model, micro.input_ids, micro.attention_mask, micro.response_mask,
+                                          micro.group_index if actor.share_prompt_prefix else None, temperature)[0]
+
+    return token_outputs(forward, batch, actor.ppo_micro_batch_size_per_gpu, device, rank, world_size)
 
 
 def micro_batch_loss(engine: DeepSpeedEngine, micro: MicroBatch, actor: TrainerActorConfig, temperature: float,
@@ -72,33 +83,45 @@ def micro_batch_loss(engine: DeepSpeedEngine, micro: MicroBatch, actor: TrainerA
 
 def update_policy(engine: DeepSpeedEngine, batch: UpdateBatch, actor: TrainerActorConfig, temperature: float,
                   shuffle: torch.Generator, rank: int, world_size: int) -> dict[str, float]:
-    """``ppo_epochs`` passes over shuffled mini-batches, one optimizer step each, accumulated over
-    micro-batches (each rank runs its share of every mini-batch's micro-batches); mean metrics.
+    """The actor's PPO update: :func:`optimise` with :func:`micro_batch_loss`."""
+    return optimise(engine, batch, actor, shuffle, rank, world_size, "actor",
+                    lambda micro, normaliser: micro_batch_loss(engine, micro, actor, temperature, normaliser))
+
+
+MicroBatchLoss = Callable[[MicroBatch, float], tuple[torch.Tensor, dict[str, float]]]
+"""(micro-batch on the engine's device, its mini-batch's normaliser) -> (loss, metrics)."""
+
+
+def optimise(engine: DeepSpeedEngine, batch: UpdateBatch, settings: TrainerActorConfig, shuffle: torch.Generator,
+             rank: int, world_size: int, prefix: str, loss: MicroBatchLoss) -> dict[str, float]:
+    """``settings.ppo_epochs`` passes over shuffled mini-batches, one optimizer step each, accumulated over
+    micro-batches (each rank runs its share of every mini-batch's micro-batches); mean metrics, plus
+    ``<prefix>/grad_norm``, ``<prefix>/lr`` and ``<prefix>/nonfinite_steps``.
 
     A mini-batch whose loss is not finite on some rank gets NaN gradients (its last backward is scaled
-    by NaN), so the optimizer step is skipped on every rank (``accumulate``); ``actor/nonfinite_steps``
+    by NaN), so the optimizer step is skipped on every rank (``accumulate``); ``nonfinite_steps``
     counts the skipped steps."""
     engine.train()
     skipped = 0
     history: dict[str, list[float]] = defaultdict(list)
-    for _ in range(actor.ppo_epochs):
-        for mini in batch.epoch_order(actor.share_prompt_prefix, shuffle).split(actor.ppo_mini_batch_size):
-            normaliser = loss_normaliser(batch.response_mask[mini], actor.loss_agg_mode)
-            micros = [batch.rows(rows) for rows in mini.split(actor.ppo_micro_batch_size_per_gpu)]
+    for _ in range(settings.ppo_epochs):
+        for mini in batch.epoch_order(settings.share_prompt_prefix, shuffle).split(settings.ppo_mini_batch_size):
+            normaliser = loss_normaliser(batch.response_mask[mini], settings.loss_agg_mode)
+            micros = [batch.rows(rows) for rows in mini.split(settings.ppo_micro_batch_size_per_gpu)]
             mine = rank_share(micros, rank, world_size)
             finite = True
             for i, (micro, is_padding) in enumerate(mine):
-                loss, metrics = micro_batch_loss(engine, micro.to(engine.device), actor, temperature, normaliser)
+                value, metrics = loss(micro.to(engine.device), normaliser)
                 scale = 0.0 if is_padding else float(world_size)  # DeepSpeed averages over the ranks
-                finite = finite and math.isfinite(metrics["actor/loss"])
+                finite = finite and math.isfinite(value.item())
                 if i == len(mine) - 1 and not finite:  # NaN gradients: every rank's optimizer skips the step
                     scale = math.nan
-                grad_norm = accumulate(engine, loss * scale, is_last=i == len(mine) - 1)
+                grad_norm = accumulate(engine, value * scale, is_last=i == len(mine) - 1)
                 if not is_padding:
-                    for key, value in metrics.items():
-                        history[key].append(value)
+                    for key, item in metrics.items():
+                        history[key].append(item)
             if grad_norm is not None and math.isfinite(grad_norm):
-                history["actor/grad_norm"].append(grad_norm)
+                history[f"{prefix}/grad_norm"].append(grad_norm)
             skipped += grad_norm is not None and not math.isfinite(grad_norm)
     metrics = {key: float(np.mean(values)) for key, values in gather_lists(history).items()}
-    return metrics | {"actor/lr": float(engine.get_lr()[0]), "actor/nonfinite_steps": float(skipped)}
+    return metrics | {f"{prefix}/lr": float(engine.get_lr()[0]), f"{prefix}/nonfinite_steps": float(skipped)}

@@ -2,7 +2,7 @@
 the newest one that verifies; reading a checkpoint's policy weights back.
 
 Layout (``algos.training.layout``): ``<ckpt_dir>/global_step_<k>/`` holding DeepSpeed's files (tag
-``model``: weights, optimizer, LR schedule), ``trainer_state.pt`` (step, RNG states, logger state: tensors and plain types only) and,
+``model``: weights, optimizer, LR schedule; a gae run's critic engine under tag ``critic``), ``trainer_state.pt`` (step, RNG states, logger state: tensors and plain types only) and,
 written last, ``manifest.json`` (sha256 of every file, see ``algos.training.checkpoint_files``). A
 checkpoint is written into ``.tmp-global_step_<k>`` and renamed into place when complete, so a folder
 named ``global_step_<k>`` is always complete; leftovers of a killed or failed save are removed. Weights
@@ -33,6 +33,7 @@ from algos.training.checkpoint_files import (
 from algos.training.data_parallel import any_rank
 from algos.training.layout import DEEPSPEED_TAG, TRAINER_STATE_FILE, checkpoints, latest_checkpoint
 
+CRITIC_TAG = "critic"
 QUARANTINE_PREFIX = "corrupt-"
 _FULL_DISK_BYTES = 1 << 20  # a failed write with less free space than this is reported as a full disk
 
@@ -74,10 +75,11 @@ def nonfinite_parameters(module: torch.nn.Module) -> list[str]:
 
 
 def save_checkpoint(
-    engine: DeepSpeedEngine, ckpt_dir: Path, step: int, trainer_state: dict[str, Any], keep: int
+    engine: DeepSpeedEngine, ckpt_dir: Path, step: int, trainer_state: dict[str, Any], keep: int,
+    critic: DeepSpeedEngine | None = None,
 ) -> Path:
     """Write ``global_step_<step>`` atomically (temp folder, manifest last, rename), then keep only the
-    newest ``keep`` (never pruning the one just written).
+    newest ``keep`` (never pruning the one just written). ``critic``: also its engine (tag ``critic``).
 
     Every rank calls this (DeepSpeed writes each rank's shards); rank 0 writes the trainer state and the
     manifest, renames and prunes. Raises :class:`CheckpointError`, writing nothing, when a weight is not
@@ -87,7 +89,7 @@ def save_checkpoint(
     ckpt_dir = Path(ckpt_dir)
     final = ckpt_dir / f"global_step_{step}"
     staging = ckpt_dir / f".tmp-global_step_{step}"
-    nonfinite = nonfinite_parameters(engine.module)
+    nonfinite = [name for model in (engine, critic) if model is not None for name in nonfinite_parameters(model.module)]
     if any_rank(bool(nonfinite), engine.device):
         where = ", ".join(nonfinite[:3]) or "a parameter on another rank"
         raise CheckpointError(f"not saving {final}: the weights are not finite ({where}: NaN or inf); the "
@@ -98,6 +100,8 @@ def save_checkpoint(
             staging.mkdir(parents=True)
         barrier()
         engine.save_checkpoint(str(staging), tag=DEEPSPEED_TAG)
+        if critic is not None:
+            critic.save_checkpoint(str(staging), tag=CRITIC_TAG)
         barrier()
         if is_main_process():
             torch.save({**trainer_state, "step": step, "rng": rng_state()}, staging / TRAINER_STATE_FILE)
@@ -165,9 +169,10 @@ def newest_verified_checkpoint(ckpt_dir: Path) -> Path | None:
     return None
 
 
-def resume_checkpoint(engine: DeepSpeedEngine, ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """Load :func:`newest_verified_checkpoint` (chosen by rank 0) into ``engine``, restore the RNGs;
-    return (its path, its trainer state), or None when ``ckpt_dir`` holds no checkpoint."""
+def resume_checkpoint(engine: DeepSpeedEngine, ckpt_dir: Path,
+                      critic: DeepSpeedEngine | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """Load :func:`newest_verified_checkpoint` (chosen by rank 0) into ``engine`` (and ``critic``), restore
+    the RNGs; return (its path, its trainer state), or None when ``ckpt_dir`` holds no checkpoint."""
     choice: Path | CheckpointError | None = None
     if is_main_process():
         try:
@@ -180,10 +185,13 @@ def resume_checkpoint(engine: DeepSpeedEngine, ckpt_dir: Path) -> tuple[Path, di
     if choice is None:
         return None
     state = safe_load(choice / TRAINER_STATE_FILE)
-    with weights_only_loads():
-        load_path, _ = engine.load_checkpoint(str(choice), tag=DEEPSPEED_TAG)
-    if load_path is None:
-        raise CheckpointError(f"no DeepSpeed checkpoint (tag {DEEPSPEED_TAG!r}) in {choice}")
+    for model, tag in ((engine, DEEPSPEED_TAG), (critic, CRITIC_TAG)):
+        if model is None:
+            continue
+        with weights_only_loads():
+            load_path, _ = model.load_checkpoint(str(choice), tag=tag)
+        if load_path is None:
+            raise CheckpointError(f"no DeepSpeed checkpoint (tag {tag!r}) in {choice}")
     set_rng_state(state["rng"])
     return choice, state
 

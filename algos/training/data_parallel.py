@@ -67,6 +67,8 @@ def gather_rollout(batch: RolloutBatch | None, pad_token_id: int) -> RolloutBatc
         turns=[turns for s in shares for turns in s.turns],
         metrics={},
         group_size=shares[0].group_size,
+        token_rewards=None if shares[0].token_rewards is None else
+        torch.cat([_pad_to(s.token_rewards, width, 0) for s in shares]),
         tags=[tag for s in shares for tag in s.tags],
     )
     format_errors = sum(round(s.metrics["rollout/format_error_rate"] * int(s.num_turns.sum())) for s in shares)

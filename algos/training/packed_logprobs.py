@@ -1,4 +1,4 @@
-"""Response log-probs with each group's shared prompt computed once (exact, fewer token-forwards).
+"""Response log-probs (and a value model's values) with each group's shared prompt computed once (exact, fewer token-forwards).
 
 All ``group_size`` episodes of a group start with the same prompt tokens (same level, same chat), so
 the plain forward recomputes that prompt once per member. The grouped forward packs each group into
@@ -48,11 +48,20 @@ def response_log_probs(
     which keeps the ``[.., vocab]`` tensors small. Logits are divided by the sampling temperature so
     the log-probs are those of the sampling policy. The entropy has gradients only with ``entropy_grad``.
     """
+    return _scatter(response_logits(model, input_ids, attention_mask, response_mask), input_ids,
+                    response_mask.bool(), temperature, entropy_grad)
+
+
+def response_logits(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
+    """``[N, V]``: the model's outputs at the ``N`` columns that predict a generated token (row-major
+    order of ``response_mask``), from the plain forward. ``V`` is the vocabulary, or 1 for a value model."""
     positions = response_mask.bool()
     columns = positions.any(dim=0).nonzero().flatten()
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
                    logits_to_keep=columns).logits
-    return _scatter(logits[positions[:, columns]], input_ids, positions, temperature, entropy_grad)
+    return logits[positions[:, columns]]
 
 
 def grouped_response_log_probs(
@@ -65,10 +74,26 @@ def grouped_response_log_probs(
     entropy_grad: bool = False,
     min_shared_tokens: int = MIN_SHARED_TOKENS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`response_log_probs` with the prompt shared by episodes of equal ``group_index`` run once.
+    """:func:`response_log_probs` with the prompt shared by episodes of equal ``group_index`` run once
+    (:func:`grouped_response_logits`)."""
+    logits_at = grouped_response_logits(model, input_ids, attention_mask, response_mask, group_index,
+                                        min_shared_tokens)
+    return _scatter(logits_at, input_ids, response_mask.bool(), temperature, entropy_grad)
+
+
+def grouped_response_logits(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_index: torch.Tensor | None,
+    min_shared_tokens: int = MIN_SHARED_TOKENS,
+) -> torch.Tensor:
+    """:func:`response_logits` with the prompt shared by episodes of equal ``group_index`` run once.
 
     ``input_ids``/``attention_mask`` must be right-padded (as the rollout collates them). ``model`` is
-    a Hugging Face causal LM or an engine that passes keyword arguments on to one (DeepSpeed).
+    a Hugging Face causal LM, a value model with the same call (``algos.training.critic``) or an engine
+    that passes keyword arguments on to one (DeepSpeed).
     Falls back to the plain forward when no two episodes share a prefix, when ``group_index`` is None,
     when the model's attention takes no 4D mask (only ``sdpa`` and ``eager`` do) and when a packed
     row would exceed ``MAX_PACKED_TOKENS`` (its ``L x L`` mask would cost more than it saves).
@@ -86,7 +111,7 @@ def grouped_response_log_probs(
         packed_length = prefix_length.clone().index_add_(0, unit_of_row, lengths - prefix_length[unit_of_row])
         packable = len(prefix_length) < len(input_ids) and int(packed_length.max()) <= MAX_PACKED_TOKENS
     if not packable:
-        return response_log_probs(model, input_ids, attention_mask, response_mask, temperature, entropy_grad)
+        return response_logits(model, input_ids, attention_mask, response_mask)
 
     packed = pack_units(input_ids, lengths, unit_of_row, prefix_length)
     positions = response_mask.bool()
@@ -99,8 +124,7 @@ def grouped_response_log_probs(
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
     logits = model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids,
                    use_cache=False, logits_to_keep=columns).logits  # [U, len(columns), V]
-    logits_at = logits[unit_of_row[rows], torch.searchsorted(columns, slot)]
-    return _scatter(logits_at, input_ids, positions, temperature, entropy_grad)
+    return logits[unit_of_row[rows], torch.searchsorted(columns, slot)]
 
 
 PACKABLE_ATTENTION = frozenset({"sdpa", "eager"})

@@ -2,7 +2,7 @@
 
 :data:`RAGEN_KEYS` maps each RAGEN key (``fnmatch`` patterns over the dotted key, ``+``/``++`` ignored)
 to TurnRL's: a rename, a rewrite that depends on the value, a setting dropped because its value is
-what TurnRL always does (``algorithm.gamma=1``), or a refusal that names TurnRL's way ("RAGEN's `X` is
+what TurnRL always does (``rollout.top_k=-1``), or a refusal that names TurnRL's way ("RAGEN's `X` is
 TurnRL's `Y`") or says why it is not supported. :data:`RAGEN_CONFIG_NAMES` maps ``--config-name``.
 A key in neither table goes to Hydra unchanged (and an unknown one gets "did you mean").
 """
@@ -63,7 +63,8 @@ def unsupported(why: str, *same_as_turnrl: Any) -> Rewrite:
 def _one(key: str, value: Any) -> Any:
     values = value if isinstance(value, list) else [value]
     if len(values) != 1:
-        raise _refuse(key, "not supported: one env type per run (mixed batches are not implemented yet)")
+        raise _refuse(key, "this spelling takes one env type per run; several env types in one split are "
+                           f"TurnRL's `{key.split('.env_configs')[0]}.env_configs=[{{tag, n_groups, env: {{name, kwargs}}}}, ...]`")
     return values[0]
 
 
@@ -107,7 +108,6 @@ def _env_kwarg(key: str, value: Any, text: str) -> list[str]:
     return [f"++env.kwargs.{key.rsplit('.', 1)[1]}={text}"]
 
 
-NO_CRITIC = "TurnRL's estimators are critic-free (no value model, no GAE yet)"
 VLLM_SETTING = "vLLM engine settings are chosen by TurnRL's vllm backend (agents/backends/vllm.py)"
 RAGEN_KEYS: tuple[RagenKey, ...] = (
     RagenKey(("model_path",), "actor_rollout_ref.model.path", rename("actor_rollout_ref.model.path")),
@@ -158,14 +158,14 @@ RAGEN_KEYS: tuple[RagenKey, ...] = (
              "not supported", unsupported("TurnRL fine-tunes every weight (no LoRA)")),
     RagenKey(("actor_rollout_ref.model.use_remove_padding",), "not supported",
              unsupported("groups share their prompt instead (actor_rollout_ref.actor.share_prompt_prefix)")),
-    RagenKey(("algorithm.gamma", "algorithm.lam"), "not supported yet (1)",
-             unsupported("TurnRL's estimators score whole episodes, which is gamma = lam = 1 (no GAE yet)", 1)),
-    RagenKey(("algorithm.high_level_gamma", "algorithm.bi_level_gae"), "not supported", unsupported(NO_CRITIC, False)),
     RagenKey(("algorithm.kl_ctrl.*", "algorithm.kl_penalty", "algorithm.use_kl_in_reward"),
              "actor_rollout_ref.actor.use_kl_loss / kl_loss_coef",
              unsupported("no KL penalty in the reward; use actor_rollout_ref.actor.use_kl_loss=true "
                          "actor_rollout_ref.actor.kl_loss_coef=<coef>", 0, False, "fixed", "kl")),
-    RagenKey(("critic.*", "trainer.max_critic_ckpt_to_keep"), "not supported", unsupported(NO_CRITIC)),
+    RagenKey(("critic.optim.lr",), "critic.lr", rename("critic.lr")),
+    RagenKey(("critic.model.path",), "critic.model_path", rename("critic.model_path")),
+    RagenKey(("trainer.max_critic_ckpt_to_keep",), "trainer.max_ckpt_to_keep",
+             is_turnrls("trainer.max_ckpt_to_keep (the critic is saved in the actor's checkpoints)")),
     RagenKey(("data.*",), "not used", unsupported("prompts come from the envs", None)),
     RagenKey(("seed.train",), "es_manager.train_seed_start", rename("es_manager.train_seed_start")),
     RagenKey(("seed.val",), "es_manager.val_seed_start", rename("es_manager.val_seed_start")),
@@ -215,8 +215,8 @@ def _rewrite(override: Override, line: str, train_env: str | None) -> list[str]:
     if key.endswith("env_configs.tags") and key.startswith("es_manager.val.") and train_env is not None:
         tag = _one(key, value)
         if ENV_TAGS.get(tag) != train_env:
-            raise _refuse(key, f"{tag} is not supported: validation plays the training env ({train_env}); "
-                               "separate validation envs are not implemented yet")
+            raise _refuse(key, f"{tag} differs from the training env ({train_env}); validation on other envs is "
+                               "TurnRL's `es_manager.val.env_configs=[{tag, n_groups, env: {name, kwargs}}, ...]`")
     return row.rewrite(key, value, text)
 
 

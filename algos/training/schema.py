@@ -126,6 +126,36 @@ class ActorRolloutRefConfig:
 
 
 @dataclass
+class CriticConfig:
+    """``critic.*``: the value model of ``algorithm.adv_estimator=gae`` (``algos.training.critic``; not
+    built for the other estimators). It trains on the actor's mini-batches and epochs with the actor's
+    ``loss_agg_mode``, ``grad_clip``, ``weight_decay`` and ``bf16``."""
+
+    model_path: str | None = None
+    """Trunk of the value model (a causal LM's, plus a linear head); null = the policy's
+    ``actor_rollout_ref.model.path``."""
+    lr: float = 1e-5
+    """AdamW learning rate, > 0 (verl's critic default)."""
+    cliprange_value: float = 0.5
+    """Value clipping: the loss stops rewarding predictions more than this far from the rollout's
+    values, > 0 (verl's default)."""
+    ppo_micro_batch_size_per_gpu: int = 4
+    """Episodes per critic forward/backward pass, >= 1."""
+    warmup: int = 0
+    """Steps 1..warmup train the critic only; the actor is not updated (verl's ``trainer.critic_warmup``), >= 0."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage of the critic's own engine: 0, 1, 2 or 3."""
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "critic.lr", self.lr, "> 0")
+        require(self.cliprange_value > 0, "critic.cliprange_value", self.cliprange_value, "> 0")
+        require(self.ppo_micro_batch_size_per_gpu >= 1, "critic.ppo_micro_batch_size_per_gpu",
+                self.ppo_micro_batch_size_per_gpu, ">= 1")
+        require(self.warmup >= 0, "critic.warmup", self.warmup, ">= 0")
+        require(self.zero_stage in (0, 1, 2, 3), "critic.zero_stage", self.zero_stage, "0, 1, 2 or 3")
+
+
+@dataclass
 class FormatWarmupConfig:
     """``format_warmup.*``: supervised steps on well-formed replies with uniformly random valid actions,
     before RL, for a model too small to follow the reply format (``algos.training.format_warmup``). Teaches the
@@ -241,6 +271,7 @@ class TurnRLConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     actor_rollout_ref: ActorRolloutRefConfig = field(default_factory=ActorRolloutRefConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     es_manager: ESManagerConfig = field(default_factory=ESManagerConfig)
     agent_proxy: AgentProxyConfig = field(default_factory=AgentProxyConfig)
     format_warmup: FormatWarmupConfig = field(default_factory=FormatWarmupConfig)
@@ -260,6 +291,12 @@ class TurnRLConfig:
 def register_schema() -> None:
     """Store :class:`TurnRLConfig` as ``turnrl_schema`` (idempotent)."""
     ConfigStore.instance().store(name="turnrl_schema", node=TurnRLConfig)
+
+
+def token_advantage_options(config: TurnRLConfig) -> dict[str, Any]:
+    """``compute_token_advantages`` keywords from ``algorithm.*`` (gae)."""
+    algorithm = config.algorithm
+    return {"gamma": algorithm.gamma, "lam": algorithm.lam, "high_level_gamma": algorithm.high_level_gamma}
 
 
 def advantage_options(config: TurnRLConfig) -> dict[str, Any]:
@@ -299,6 +336,11 @@ def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
             envs.make(env.name, **env.kwargs).close()
         except (TypeError, ValueError) as error:  # TypeError: an unknown constructor keyword
             raise ValueError(f"{key}.kwargs for {env.name!r}: {error}") from None
+    require(not config.agent_proxy.use_turn_scores or config.algorithm.token_estimator is not None,
+            "agent_proxy.use_turn_scores", True, f"false with algorithm.adv_estimator="
+            f"{config.algorithm.adv_estimator!r}, which takes one reward per episode (turn scores need gae)")
+    if config.algorithm.token_estimator is not None:
+        return config
     groups = config.es_manager.train
     try:  # a dry run on zero rewards checks the estimator and its options on the group shape
         compute_advantages(torch.zeros(groups.env_groups, groups.group_size), **advantage_options(config))

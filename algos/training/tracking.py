@@ -185,11 +185,12 @@ def summary_line(step: int, metrics: dict[str, float]) -> str:
 VALIDATION_FILE = "validation.jsonl"
 
 
-def append_validation_episodes(path: Path, step: int, batch: RolloutBatch) -> None:
-    """One row per validation episode, ``{"step", "level", "success", "reward"}``, appended to ``path``:
+def append_validation_episodes(run_dir: Path, step: int, batch: RolloutBatch) -> None:
+    """One row per validation episode, ``{"step", "level", "success", "reward"}``, appended to
+    ``<run_dir>/validation.jsonl``:
     what level-by-level confidence intervals are computed from (``algos.statistics``)."""
     rows = [{"step": step, "level": int(level), "success": bool(success), "reward": float(reward)}
             for level, success, reward in zip(batch.seeds.tolist(), batch.success.tolist(),
                                               batch.episode_reward.tolist(), strict=True)]
-    with Path(path).open("a") as handle:
+    with (Path(run_dir) / VALIDATION_FILE).open("a") as handle:
         handle.write("".join(json.dumps(row) + "\n" for row in rows))

@@ -4,14 +4,15 @@
 DeepSpeed engine, rollout backend), then repeats ``train_step``, which reads top to bottom::
 
     batch      = rollout(step)                                   # env_groups x group_size episodes
-    kept       = filter_groups(rewards[G, K], ...)               # RAGEN: groups ranked by reward std
-                                                                 # (none kept: re-roll fresh levels, capped)
+    kept       = filter_groups(rewards[G, K], ...)               # RAGEN: by reward std (none kept: re-roll)
     adv[G', K] = compute_advantages(rewards[kept], estimator)    # GRPO / Dr. GRPO / SR-GRPO / ...
     A[b, t]    = adv[b] on every generated token t (loss_mask)
+                 (gae: A, R = GAE of the token rewards and the critic's values, algos.training.critic)
     old_logp   = log pi_old(token t | < t)                       # logits at t-1 predict token t
     ref_logp   = log pi_ref(...)                                  # only with use_kl_loss
     for ppo_epochs, for mini-batches:                            # one optimizer step each
         loss = policy_loss(logp, old_logp, A) + kl_loss_coef * KL - entropy_coeff * H
+    gae: the critic's update on R (the actor's is skipped in steps 1..critic.warmup)
     log; validate every test_freq steps; checkpoint every save_freq steps
     stop early once the in-group reward std has collapsed        # trainer.early_stop_on_zero_variance
 
@@ -49,6 +50,7 @@ from agents.rollout import RolloutEngine
 from algos import compute_advantages
 from algos.training.actor import sequence_log_probs, update_policy
 from algos.training.checkpoint import resume_checkpoint, save_checkpoint
+from algos.training.critic import Critic
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
 from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
@@ -61,7 +63,6 @@ from algos.training.policy import load_policy
 from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig, advantage_options
 from algos.training.signals import StopRequest
 from algos.training.tracking import (
-    VALIDATION_FILE,
     RunLogger,
     SilentLogger,
     append_validation_episodes,
@@ -100,7 +101,7 @@ class Trainer:
         if config.actor_rollout_ref.model.enable_gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.model, self.tokenizer, self.rollout_engine = model, tokenizer, rollout_engine
-        self.engine, self.reference = None, None
+        self.engine, self.reference, self.critic = None, None, None
         self.step, self.policy_version, self.synced_version = 0, 0, 0
         self.warmup_metrics: dict[str, float] = {}
         self.resumed_state: dict[str, Any] = {}
@@ -126,6 +127,8 @@ class Trainer:
         if self.world_size > self.config.es_manager.train.env_groups:
             raise ValueError(f"es_manager.train.env_groups={self.config.es_manager.train.env_groups} is invalid "
                              f"with {self.world_size} ranks; allowed: >= the number of ranks (each plays a share)")
+        if self.config.algorithm.token_estimator is not None:  # gae: a value model on its own engine
+            self.critic = Critic(self.config, self.rank, self.world_size)
         if self.rollout_engine is None:
             self.rollout_engine = self.build_rollout_engine()
         self.resumed_state = self.resume() if resuming else {}
@@ -160,7 +163,7 @@ class Trainer:
 
     def resume(self) -> dict[str, Any]:
         """Load the newest checkpoint that verifies against its manifest; return its trainer state."""
-        path, state = resume_checkpoint(self.engine, self.ckpt_dir)
+        path, state = resume_checkpoint(self.engine, self.ckpt_dir, getattr(self.critic, "engine", None))
         self.step = int(state["step"])
         self.policy_version += 1
         print(f"resumed from {path} (step {self.step})")
@@ -173,22 +176,29 @@ class Trainer:
         batch, rewards, kept, filter_metrics = collect_groups(partial(self.play_train_groups, step), self.rollout_cfg)
         rollout_s = time.perf_counter() - start
         metrics = {**batch.metrics, **episode_metrics(batch)}
-        advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
-        update_batch = UpdateBatch.from_rollout(batch.select(kept), advantages.flatten())
+        if self.critic is None:
+            advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
+            update_batch = UpdateBatch.from_rollout(batch.select(kept), advantages.flatten())
+        else:  # gae: token advantages from the critic's values
+            update_batch, adv_metrics = self.critic.advantage_batch(batch.select(kept))
+        update_actor = self.critic is None or not self.critic.actor_frozen(step)
 
         tic = time.perf_counter()
-        if not (self.actor.ppo_epochs == 1 and len(update_batch) <= self.actor.ppo_mini_batch_size):
+        if update_actor and not (self.actor.ppo_epochs == 1 and len(update_batch) <= self.actor.ppo_mini_batch_size):
             update_batch.old_logp = self.log_probs(self.engine, update_batch)  # else old = live, detached
-        if self.reference is not None:
+        if update_actor and self.reference is not None:
             update_batch.ref_logp = self.log_probs(self.reference, update_batch)
         log_prob_s = time.perf_counter() - tic
 
         tic = time.perf_counter()
-        shuffle = torch.Generator().manual_seed(step_seed(self.config.seed, step))
-        metrics |= filter_metrics | adv_metrics | update_policy(self.engine, update_batch, self.actor,
-                                                               self.rollout_cfg.temperature, shuffle, self.rank,
-                                                               self.world_size)
-        self.policy_version += 1
+        metrics |= filter_metrics | adv_metrics
+        if update_actor:
+            shuffle = torch.Generator().manual_seed(step_seed(self.config.seed, step))
+            metrics |= update_policy(self.engine, update_batch, self.actor, self.rollout_cfg.temperature, shuffle,
+                                     self.rank, self.world_size)
+            self.policy_version += 1
+        if self.critic is not None:
+            metrics |= self.critic.update(update_batch, torch.Generator().manual_seed(step_seed(self.config.seed, step)))
         step_s = time.perf_counter() - start
         return metrics | {"timing/rollout_s": rollout_s, "timing/log_prob_s": log_prob_s,
                           "timing/update_s": time.perf_counter() - tic, "timing/step_s": step_s,
@@ -217,8 +227,7 @@ class Trainer:
         if self.world_size == 1:
             return engine.rollout(step, params, attempt=attempt)
         share = group_share(self.config.es_manager.train.env_groups, self.rank, self.world_size)
-        return gather_rollout(engine.rollout(step, params, groups=share, shard=self.rank, attempt=attempt),
-                              engine.pad_token_id)
+        return gather_rollout(engine.rollout(step, params, share, self.rank, attempt), engine.pad_token_id)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -236,7 +245,7 @@ class Trainer:
             local = engine.validate(params, groups=share, shard=self.rank) if len(share) else None
             batch = gather_rollout(local, engine.pad_token_id)
         if self.rank == 0:
-            append_validation_episodes(self.run_dir / VALIDATION_FILE, self.step, batch)
+            append_validation_episodes(self.run_dir, self.step, batch)
         metrics = {"val/" + key.split("/", 1)[-1]: value for key, value in batch.metrics.items()}
         return metrics | pass_at_k(batch) | {"val/reward": batch.episode_reward.mean().item(),
                                              "timing/val_s": time.perf_counter() - tic}
@@ -247,7 +256,8 @@ class Trainer:
         self.setup()
         trainer = self.config.trainer
         logger = SilentLogger() if self.rank > 0 else RunLogger(
-            self.run_dir, self.config.logger, project=trainer.project_name, name=experiment_name(self.config),
+            self.run_dir, self.config.logger, project=trainer.project_name, name=trainer.experiment_name
+            or f"{self.config.env.name}-{self.config.algorithm.adv_estimator}",
             run_config=run_config or {}, total_steps=trainer.total_training_steps, start_step=self.step,
             wandb_run_id=self.resumed_state.get("wandb_run_id"))
         metrics: dict[str, float] = {}
@@ -259,8 +269,8 @@ class Trainer:
                 self.step += 1
                 metrics = self.train_step(self.step)
                 in_group_std.append(metrics["rollout/in_group_std"])
-                collapsed = trainer.should_stop_early(in_group_std)
-                metrics |= {"early_stopped/reward_variance_collapse": 1.0} if collapsed else {}
+                if collapsed := trainer.should_stop_early(in_group_std):
+                    metrics["early_stopped/reward_variance_collapse"] = 1.0
                 last = self.step == trainer.total_training_steps or collapsed
                 if trainer.test_freq > 0 and (self.step % trainer.test_freq == 0 or last):
                     metrics |= self.validate()
@@ -272,7 +282,7 @@ class Trainer:
                     path = save_checkpoint(self.engine, self.ckpt_dir, self.step,
                                            {"wandb_run_id": logger.wandb_run_id, "logger_step": self.step,
                                             "in_group_std_history": in_group_std},
-                                           keep=trainer.max_ckpt_to_keep)
+                                           keep=trainer.max_ckpt_to_keep, critic=getattr(self.critic, "engine", None))
                     logger.write(f"checkpoint: {path}")
         export = export_hf_model(self.engine, self.tokenizer, self.run_dir, self.step)
         outputs = logger.finish()
@@ -280,10 +290,6 @@ class Trainer:
             print(f"hf model:       {export}")
         return {"step": self.step, "metrics": metrics, "stopped_by": stop.signal_name, "hf_model": export,
                 "early_stopped": collapsed, **outputs}
-
-
-def experiment_name(config: TurnRLConfig) -> str:
-    return config.trainer.experiment_name or f"{config.env.name}-{config.algorithm.adv_estimator}"
 
 
 def train(config: TurnRLConfig, run_dir: Path, run_config: dict[str, Any] | None = None) -> dict[str, Any]:

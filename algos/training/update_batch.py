@@ -21,6 +21,8 @@ class MicroBatch:
     group_index: torch.Tensor
     old_logp: torch.Tensor | None
     ref_logp: torch.Tensor | None
+    values: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> MicroBatch:
         return MicroBatch(*(None if value is None else value.to(device) for value in vars(self).values()))
@@ -37,6 +39,8 @@ class UpdateBatch:
     group_index: torch.Tensor  # [B]: episodes of one group start with the same prompt
     old_logp: torch.Tensor | None = None  # None: on-policy single update, taken from the live forward
     ref_logp: torch.Tensor | None = None
+    values: torch.Tensor | None = None  # [B, T-1]: the critic's values at rollout time (gae)
+    returns: torch.Tensor | None = None  # [B, T-1]: the critic's regression targets (gae)
 
     @classmethod
     def from_rollout(cls, batch: RolloutBatch, episode_advantages: torch.Tensor) -> UpdateBatch:
@@ -51,10 +55,10 @@ class UpdateBatch:
     def rows(self, index: torch.Tensor) -> MicroBatch:
         """Episodes ``index``, trimmed to their longest sequence."""
         width = int(self.attention_mask[index].sum(dim=1).max())
-        token = [None if value is None else value[index, : width - 1]
-                 for value in (self.response_mask, self.advantages, self.old_logp, self.ref_logp)]
+        token = [None if value is None else value[index, : width - 1] for value in
+                 (self.response_mask, self.advantages, self.old_logp, self.ref_logp, self.values, self.returns)]
         return MicroBatch(self.input_ids[index, :width], self.attention_mask[index, :width], token[0], token[1],
-                          self.group_index[index], token[2], token[3])
+                          self.group_index[index], *token[2:])
 
     def epoch_order(self, by_group: bool, generator: torch.Generator) -> torch.Tensor:
         """One PPO epoch's shuffled row order: whole groups (``by_group``, so micro-batches share a
