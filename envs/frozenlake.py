@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from fractions import Fraction
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -82,6 +82,10 @@ def generate_map(size: int, p: float, rng: np.random.Generator) -> tuple[np.ndar
 
 class FrozenLakeEnv(TextEnv):
     """Random-map FrozenLake with text observations; see the module docstring."""
+
+    palette: ClassVar[dict[str, Tile]] = _PALETTE
+    board_legend: ClassVar[dict[str, str]] = {"_": "ice", "O": "hole", "G": "goal", "P": "player",
+                                              "X": "player in a hole", "√": "player on the goal"}
 
     def __init__(
         self,

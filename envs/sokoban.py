@@ -16,7 +16,7 @@ shortest solution by breadth-first search.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -192,6 +192,11 @@ class SokobanEnv(TextEnv):
     coord or grid_coord. Stepping after the episode ended raises
     RuntimeError; an invalid action id is a step that changes nothing (`action_is_valid=False`).
     """
+
+    palette: ClassVar[dict[str, Tile]] = PALETTE
+    board_legend: ClassVar[dict[str, str]] = {WALL: "wall", FLOOR: "floor", TARGET: "target", BOX: "box",
+                                              BOX_ON_TARGET: "box on target", PLAYER: "player",
+                                              PLAYER_ON_TARGET: "player on target"}
 
     def __init__(
         self,

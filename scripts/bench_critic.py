@@ -16,20 +16,18 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+
+from agents.rollout import RolloutBatch
+from algos.training.compose import compose_config
+from algos.training.memory import peak_rss_gib
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from agents.rollout import RolloutBatch  # noqa: E402
-from algos.training.schema import register_schema, validate  # noqa: E402
 
 ALGOS = ("drgrpo_soft", "ppo")
 RUN = ["env=bandit", "logger=console", "logger.progress_bar=false", "es_manager.train.env_groups=4",
@@ -38,10 +36,7 @@ RUN = ["env=bandit", "logger=console", "logger.progress_bar=false", "es_manager.
 
 
 def config(algo: str, steps: int):
-    register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return validate(compose(config_name="config", overrides=[*RUN, f"algo={algo}",
-                                                                 f"trainer.total_training_steps={steps}"]))
+    return compose_config([*RUN, f"algo={algo}", f"trainer.total_training_steps={steps}"])
 
 
 class FixedRollout:
@@ -63,18 +58,18 @@ def record(path: Path) -> None:
 
     trainer = Trainer(config("drgrpo_soft", 1), Path(tempfile.mkdtemp(prefix="bench_critic_record-")))
     trainer.setup()
-    torch.save(trainer.play_train_groups(1), path)
+    torch.save(vars(trainer.play_train_groups(1)), path)  # tensors and plain types: loads weights-only
 
 
 def step(algo: str, batch_path: Path, steps: int, out: Path) -> None:
     """``steps`` steps of ``algo`` on the recorded batch; the last step's metrics and the peak RSS."""
     from algos.training.trainer import Trainer
 
-    batch = torch.load(batch_path, weights_only=False)  # written by record() in this run
+    batch = RolloutBatch(**torch.load(batch_path, weights_only=True))
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench_critic_{algo}-"))
     result = Trainer(config(algo, steps), run_dir, rollout_engine=FixedRollout(batch)).fit()
     metrics = {key: value for key, value in result["metrics"].items() if key.startswith(("timing/", "critic/"))}
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak_gib = peak_rss_gib()
     out.write_text(json.dumps({"metrics": metrics, "peak_rss_gib": peak_gib}))
 
 

@@ -10,18 +10,25 @@ the run's Hydra overrides (``.hydra/overrides.yaml``) rebuild the same model and
 The levels are seeds ``es_manager.val_seed_start + i`` for ``i < --num-seeds`` (the trainer's
 validation levels, never used for training). Greedy plays one episode per level;
 sampled plays ``--samples`` per level at ``--temperature`` with a fixed sampling seed.
-``format_error_rate`` = turns with a missing or invalid action / turns played.
+``format_error_rate`` = turns with a missing or invalid action / turns played. Each result has ``n`` (levels)
+and ``success_rate_ci`` / ``mean_reward_ci``: 95% percentile bootstrap intervals over levels of the
+per-level mean (``algos.statistics.bootstrap_ci``); ``--out``.json also holds one row per episode
+(``episodes``: env, mode, level seed, member, success, reward, turns).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import torch
 
 from agents.backends import SamplingParams
+from agents.console import say
+from agents.rollout import RolloutBatch
+from algos.statistics import bootstrap_ci
 from algos.training.policy import Policy, add_policy_arguments, load_eval_policy, policy_engine
 from algos.training.schema import TurnRLConfig
 
@@ -43,10 +50,24 @@ def sampling(mode: str, config: TurnRLConfig, temperature: float, seed: int) -> 
                           max_new_tokens=max_new_tokens, seed=seed)
 
 
+def level_intervals(batch: RolloutBatch, per_level: int) -> dict[str, dict]:
+    """95% bootstrap CIs over levels of the per-level mean success and reward (episodes are level-major)."""
+    success = batch.success.float().view(-1, per_level).mean(dim=1).numpy()
+    reward = batch.episode_reward.view(-1, per_level).mean(dim=1).numpy()
+    return {"success_rate_ci": bootstrap_ci(success).as_dict(), "mean_reward_ci": bootstrap_ci(reward).as_dict()}
+
+
+def episode_rows(batch: RolloutBatch, env: str, mode: str, per_level: int) -> list[dict]:
+    return [{"env": env, "mode": mode, "seed": int(batch.seeds[b]), "member": b % per_level,
+             "success": bool(batch.success[b]), "reward": float(batch.episode_reward[b]),
+             "num_turns": int(batch.num_turns[b]), "turns": batch.turns[b][1:]} for b in range(len(batch))]
+
+
 @torch.no_grad()
 def evaluate(policy: Policy, envs: list[str], num_seeds: int, modes: list[str] = MODES, samples: int = 4,
-             temperature: float = 1.0, seed: int = 0) -> list[dict]:
-    """One result per (env, mode): episodes played and the four metrics, averaged over episodes."""
+             temperature: float = 1.0, seed: int = 0, episodes: list[dict] | None = None) -> list[dict]:
+    """One result per (env, mode): episodes played, the four metrics averaged over episodes, and the
+    CIs over levels; per-episode rows are appended to ``episodes`` when given."""
     if num_seeds < 1 or samples < 1:
         raise ValueError(f"num_seeds={num_seeds}, samples={samples} are invalid; allowed: ints >= 1")
     unknown = [mode for mode in modes if mode not in MODES]
@@ -58,21 +79,31 @@ def evaluate(policy: Policy, envs: list[str], num_seeds: int, modes: list[str] =
         first = config.es_manager.val_seed_start
         for mode in modes:
             per_level = 1 if mode == "greedy" else samples
+            tic = time.perf_counter()
             batch = engine.play(list(range(first, first + num_seeds)), per_level,
                                 sampling(mode, config, temperature, seed), (_EVAL_STREAM, MODES.index(mode)),
                                 f"{env} {mode}")
-            results.append({"env": env, "mode": mode, "episodes": len(batch), "levels": num_seeds,
-                            "first_seed": first,
-                            **{name: batch.metrics[key] for name, key in METRICS.items()}})
+            intervals = level_intervals(batch, per_level)
+            results.append({"env": env, "mode": mode, "episodes": len(batch), "levels": num_seeds, "n": num_seeds,
+                            "first_seed": first, **{name: batch.metrics[key] for name, key in METRICS.items()},
+                            **intervals})
+            if episodes is not None:
+                episodes.extend(episode_rows(batch, env, mode, per_level))
+            ci = intervals["success_rate_ci"]
+            say(f"{env} {mode}: {len(batch)} episodes on {num_seeds} levels in {time.perf_counter() - tic:.0f} s, "
+                f"success {ci['estimate']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]")
     return results
 
 
 def markdown_table(results: list[dict], description: str) -> str:
-    lines = [f"Policy: {description}", "", "| env | mode | episodes | success rate | mean reward | mean turns | "
-             "format-error rate |", "|---|---|---|---|---|---|---|"]
+    lines = [f"Policy: {description}", "", "Means over episodes; [95% CI]: bootstrap over the n levels.", "",
+             "| env | mode | n levels | episodes | success rate [95% CI] | mean reward [95% CI] | mean turns | "
+             "format-error rate |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['env']} | {r['mode']} | {r['episodes']} | {r['success_rate']:.3f} | "
-                     f"{r['mean_reward']:.3f} | {r['mean_turns']:.2f} | {r['format_error_rate']:.3f} |")
+        s, w = r["success_rate_ci"], r["mean_reward_ci"]
+        lines.append(f"| {r['env']} | {r['mode']} | {r['n']} | {r['episodes']} | {r['success_rate']:.3f} "
+                     f"[{s['low']:.3f}, {s['high']:.3f}] | {r['mean_reward']:.3f} [{w['low']:.3f}, {w['high']:.3f}] | "
+                     f"{r['mean_turns']:.2f} | {r['format_error_rate']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -93,12 +124,13 @@ def main(argv: list[str] | None = None) -> None:
             envs = args.envs.split(",")
         else:
             envs = [policy.trained_env] if policy.trained_env else ["bandit", "sokoban", "frozenlake"]
+        episodes: list[dict] = []
         results = evaluate(policy, envs, args.num_seeds, args.modes.split(","), args.samples, args.temperature,
-                           args.seed)
+                           args.seed, episodes)
     except ValueError as error:
         parser.error(str(error))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"policy": policy.description, "overrides": policy.overrides, "results": results}
+    report = {"policy": policy.description, "overrides": policy.overrides, "results": results, "episodes": episodes}
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     table = markdown_table(results, policy.description)
     args.out.with_suffix(".md").write_text(table)

@@ -1,13 +1,19 @@
-"""Compare runs: learning curves (mean +- std over seeds as bands) and a final table, PNG + Markdown.
+"""Compare runs: learning curves (mean over seeds, 95% bootstrap CI bands), a final table with n and 95%
+CIs, and rliable's IQM and probability of improvement across runs; PNG + Markdown + JSON.
 
     python scripts/plot_compare.py 'runs/compare/bandit/*' --out runs/compare/bandit/summary
+    python scripts/plot_compare.py 'multirun/2026-01-01/12-00-00/*' --out cmp   # a Hydra multirun's jobs
 
 Each run dir holds a ``metrics.jsonl`` (one ``{"step": k, ...}`` row per step, as the trainer writes).
 Runs are grouped by name: a dir ``<label>-seed<s>`` belongs to ``<label>`` (the compare script's
-layout); any other dir is its own label. At every step, a label's curve is the mean over the seeds
-that logged that step, its band the population std (``numpy.std``, ddof 0). The table's "final"
-value of a seed is its mean over its last ``--last`` logged steps; the table shows mean +- std over
-seeds of that.
+layout, and a multirun's ``<algo>-seed<seed>`` sub-dirs); any other dir is its own label. At every
+step, a label's curve is the mean over the seeds that logged that step, its band the 95% percentile
+bootstrap interval of that mean over seeds (``algos.statistics.bootstrap_ci``; one seed: no band).
+Panels: train success rate and reward (the step's rollout episodes) and validation success rate
+(held-out levels, at ``trainer.test_freq`` steps). The "final" value of a seed is its mean over its
+last ``--last`` logged steps; the table gives, per label, n seeds and the mean of the finals with its
+95% bootstrap CI, then rliable's interquartile mean (IQM) of the headline metric across seeds and the
+probability that a seed of one label beats a seed of another (``algos.statistics.aggregate_across_runs``).
 """
 
 from __future__ import annotations
@@ -23,20 +29,26 @@ from pathlib import Path
 
 import numpy as np
 
+from algos.statistics import aggregate_across_runs, bootstrap_ci
 from algos.training.tracking import METRICS_FILE, read_metrics
 
 SEED_SUFFIX = re.compile(r"^(?P<label>.+)-seed(?P<seed>\d+)$")
-CURVES = (("rollout/success_rate", "train success rate"), ("reward", "train reward"))
-TABLE_COLUMNS = (*CURVES, ("val/success_rate", "val success rate"))
+CURVES = (("rollout/success_rate", "train success rate"), ("reward", "train episode reward"),
+          ("val/success_rate", "val success rate (held-out levels)"))
+TABLE_COLUMNS = CURVES
+HEADLINE = ("val/success_rate", "rollout/success_rate")  # the IQM's metric: the first every label has
+RESAMPLES = 2_000
 
 
 @dataclass
 class Curve:
-    """One label's metric over steps: the steps, and mean / std / seed count at each step."""
+    """One label's metric over steps: the steps, and mean / std / 95% CI of the mean / seed count at each."""
 
     steps: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
     count: np.ndarray
 
 
@@ -57,14 +69,17 @@ def series(rows: list[dict], key: str) -> dict[int, float]:
 
 
 def seed_curve(runs: list[list[dict]], key: str) -> Curve:
-    """Mean and std over runs at each step that at least one run logged."""
+    """Mean, std and 95% bootstrap CI over runs at each step that at least one run logged."""
     per_run = [series(rows, key) for rows in runs]
     steps = sorted(set().union(*per_run)) if per_run else []
     values = [[run[step] for run in per_run if step in run] for step in steps]
+    intervals = [bootstrap_ci(np.array(v), resamples=RESAMPLES) for v in values]
     return Curve(
         steps=np.array(steps, dtype=int),
         mean=np.array([np.mean(v) for v in values]),
         std=np.array([np.std(v) for v in values]),
+        low=np.array([i.low for i in intervals]),
+        high=np.array([i.high for i in intervals]),
         count=np.array([len(v) for v in values], dtype=int),
     )
 
@@ -80,7 +95,7 @@ def final_values(runs: list[list[dict]], key: str, last: int) -> list[float]:
 
 
 def plot(curves: dict[str, dict[str, Curve]], path: Path, title: str) -> Path:
-    """One panel per metric of ``CURVES``; a line and a +-std band per label."""
+    """One panel per metric of ``CURVES``; per label the mean over seeds and its 95% CI band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,12 +108,15 @@ def plot(curves: dict[str, dict[str, Curve]], path: Path, title: str) -> Path:
             if len(curve.steps) == 0:
                 continue
             (line,) = axis.plot(curve.steps, curve.mean, label=name, linewidth=1.6)
-            axis.fill_between(curve.steps, curve.mean - curve.std, curve.mean + curve.std,
-                              color=line.get_color(), alpha=0.2, linewidth=0)
+            axis.fill_between(curve.steps, curve.low, curve.high, color=line.get_color(), alpha=0.2, linewidth=0)
         axis.set_xlabel("training step")
         axis.set_ylabel(label)
+        axis.set_title(f"{label}: mean over seeds, 95% CI", fontsize=9)
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    seeds = {name: max((int(c.count.max()) for c in by_key.values() if len(c.count)), default=0)
+             for name, by_key in curves.items()}
+    handles, names = axes[0][0].get_legend_handles_labels()
+    axes[0][0].legend(handles, [f"{name} (n={seeds[name]} seeds)" for name in names], fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -106,24 +124,52 @@ def plot(curves: dict[str, dict[str, Curve]], path: Path, title: str) -> Path:
     return path
 
 
-def format_mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
+def format_interval(values: list[float]) -> str:
+    """``mean [low, high] (n=k)``: the mean over seeds and its 95% percentile bootstrap interval."""
+    return str(bootstrap_ci(np.array(values), resamples=RESAMPLES)) if values else "–"
 
 
 def markdown_table(runs: dict[str, list[list[dict]]], last: int) -> str:
-    """One row per label: seeds, steps reached, final value (mean +- std over seeds) of each column."""
-    header = ["run", "seeds", "steps", *(f"{label} (last {last})" for _, label in TABLE_COLUMNS)]
+    """One row per label: seeds, steps reached, final value (mean over seeds [95% CI]) of each column."""
+    header = ["run", "seeds", "steps", *(f"{label}, mean of last {last} steps [95% CI over seeds]"
+                                         for _, label in TABLE_COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, label_runs in runs.items():
         steps = max((int(rows[-1]["step"]) for rows in label_runs if rows), default=0)
         cells = [name, str(len(label_runs)), str(steps)]
-        cells += [format_mean_std(final_values(label_runs, key, last)) for key, _ in TABLE_COLUMNS]
+        cells += [format_interval(final_values(label_runs, key, last)) for key, _ in TABLE_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def across_runs(runs: dict[str, list[list[dict]]], last: int) -> tuple[str | None, dict]:
+    """rliable's IQM [95% CI] and probability of improvement of the headline metric, seeds as runs."""
+    for key in HEADLINE:
+        finals = {name: final_values(label_runs, key, last) for name, label_runs in runs.items()}
+        if all(finals.values()):
+            scores = {name: np.array(values).reshape(-1, 1) for name, values in finals.items()}
+            return key, aggregate_across_runs(scores, resamples=RESAMPLES)
+    return None, {}
+
+
+def aggregate_markdown(key: str | None, aggregate: dict, last: int) -> str:
+    if key is None:
+        return ""
+    lines = [f"\n{key}, mean of the last {last} steps per seed, across seeds (rliable, stratified bootstrap):\n",
+             "| run | n | IQM [95% CI] | " + " | ".join(f"P(beats {b})" for b in aggregate["methods"]) + " |",
+             "|" + "---|" * (3 + len(aggregate["methods"]))]
+    for name, values in aggregate["methods"].items():
+        iqm = values["iqm"]
+        beats = [aggregate["probability_of_improvement"].get(name, {}).get(other) for other in aggregate["methods"]]
+        cells = [f"{b['estimate']:.2f} [{b['low']:.2f}, {b['high']:.2f}]" if b else "–" for b in beats]
+        lines.append(f"| {name} | {iqm['n']} | {iqm['estimate']:.3f} [{iqm['low']:.3f}, {iqm['high']:.3f}] | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def compare(run_dirs: list[Path], out: Path, last: int = 5, title: str = "") -> dict:
-    """Write ``<out>.png`` (curves), ``<out>.md`` (table) and ``<out>.json`` (numbers); return the numbers."""
+    """Write ``<out>.png`` (curves), ``<out>.md`` (tables) and ``<out>.json`` (the numbers, and rliable's
+    ``across_runs``); return the numbers per label."""
     if last < 1:
         raise ValueError(f"last={last} is invalid; allowed: an int >= 1")
     groups = group_runs(run_dirs)
@@ -133,18 +179,23 @@ def compare(run_dirs: list[Path], out: Path, last: int = 5, title: str = "") -> 
     curves = {name: {key: seed_curve(label_runs, key) for key, _ in CURVES} for name, label_runs in runs.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     png = plot(curves, out.with_suffix(".png"), title or out.stem)
-    table = markdown_table(runs, last)
+    key, aggregate = across_runs(runs, last)
+    table = markdown_table(runs, last) + aggregate_markdown(key, aggregate, last)
     out.with_suffix(".md").write_text(f"![learning curves]({png.name})\n\n{table}")
     summary = {
         name: {
             "runs": [str(run_dir) for run_dir in groups[name]],
-            "curves": {key: {"step": c.steps.tolist(), "mean": c.mean.tolist(), "std": c.std.tolist()}
+            "curves": {key: {"step": c.steps.tolist(), "mean": c.mean.tolist(), "std": c.std.tolist(),
+                             "ci_low": c.low.tolist(), "ci_high": c.high.tolist(), "n": c.count.tolist()}
                        for key, c in curves[name].items()},
             "final": {key: final_values(label_runs, key, last) for key, _ in TABLE_COLUMNS},
+            "final_ci": {key: bootstrap_ci(np.array(v), resamples=RESAMPLES).as_dict()
+                         for key, _ in TABLE_COLUMNS if (v := final_values(label_runs, key, last))},
         }
         for name, label_runs in runs.items()
     }
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    across = {"across_runs": {"metric": key, **aggregate}} if key else {}
+    out.with_suffix(".json").write_text(json.dumps(summary | across, indent=2))
     return summary
 
 

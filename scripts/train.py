@@ -18,11 +18,13 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from algos.training.config_help import help_text
 from algos.training.preflight import check_command_line, check_config
 from algos.training.ragen_keys import ragen_arguments
+from algos.training.run_names import register_label_resolver
 from algos.training.schema import TurnRLConfig, register_schema
 
 register_schema()
@@ -40,8 +42,12 @@ def main(cfg: DictConfig) -> None:
 
     hydra_config = HydraConfig.get()
     choices = hydra_config.runtime.choices
-    config.trainer.experiment_name = config.trainer.experiment_name or f"{choices['env']}-{choices['algo']}"
     run_dir = Path(hydra_config.runtime.output_dir)
+    if hydra_config.mode == RunMode.MULTIRUN:  # <label>-seed<s>: seeds of one method (algos.training.run_names)
+        label = run_dir.name.rsplit("-seed", 1)[0]
+        config.trainer.experiment_name = config.trainer.experiment_name or f"{choices['env']}-{run_dir.name}"
+        config.logger.wandb.group = config.logger.wandb.group or f"{choices['env']}-{label}"
+    config.trainer.experiment_name = config.trainer.experiment_name or f"{choices['env']}-{choices['algo']}"
     try:
         result = train(config, run_dir, run_config=OmegaConf.to_container(cfg, resolve=True))
     except CheckpointError as error:
@@ -63,4 +69,5 @@ if __name__ == "__main__":
             check_command_line(sys.argv[1:])
         except ValueError as error:
             sys.exit(f"Invalid config: {error}")
+    register_label_resolver(sys.argv[1:])
     main()

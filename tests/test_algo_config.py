@@ -103,6 +103,16 @@ def test_sr_grpo_yaml_sets_tau_and_kl_beta():
     assert (actor.kl_loss_coef, actor.kl_loss_type) == (0.1, "low_var_kl")
 
 
+@pytest.mark.parametrize(("name", "strategy", "value", "clip_high", "entropy"),
+                         [("ppo", "top_k", 8.0, 0.2, 0.0), ("starpo_s", "ratio", 0.25, 0.28, 0.001)])
+def test_critic_yamls_set_ragens_ppo_and_starpo_s(name, strategy, value, clip_high, entropy):
+    algorithm, actor, rollout = load_algo(name)
+    assert (algorithm.adv_estimator, algorithm.gamma, algorithm.lam) == ("gae", 1.0, 1.0)
+    assert (actor.loss_agg_mode, actor.use_kl_loss, actor.clip_ratio_high, actor.entropy_coeff) == (
+        "token-mean", False, clip_high, entropy)
+    assert (rollout.rollout_filter_strategy, rollout.rollout_filter_value) == (strategy, value)
+
+
 def test_every_algo_yaml_is_tested():
     assert {path.stem for path in ALGO_DIR.glob("*.yaml")} == {
         "grpo",
@@ -112,6 +122,8 @@ def test_every_algo_yaml_is_tested():
         "rloo",
         "reinforce_plus_plus",
         "reinforce_plus_plus_baseline",
+        "ppo",
+        "starpo_s",
     }
 
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from agents.config import AgentProxyConfig
 from agents.model import build_tiny_model, load_tokenizer
+from agents.replay import replay
 from algos.training.checkpoint import checkpoint_state_dict, load_weights
 from algos.training.layout import hf_model_location
 from algos.training.policy import find_weights
@@ -237,9 +238,17 @@ def test_plot_compare_means_bands_and_final_table(tmp_path):
     assert summary["A"]["final"]["rollout/success_rate"] == [0.75, 0.5]
     assert summary["A"]["final"]["reward"] == [1.5, 2.0]
     assert summary["A"]["final"]["val/success_rate"] == [0.75]
+    # the 95% CI of a mean of two seeds: resampled means are a, (a + b) / 2, b with p 1/4, 1/2, 1/4
+    assert success["ci_low"] == [0.0, 0.5, 1.0] and success["ci_high"] == [0.5, 0.5, 1.0]
     table = (tmp_path / "out" / "cmp.md").read_text()
-    assert "| A | 2 | 3 | 0.625 ± 0.125 | 1.750 ± 0.250 | 0.750 ± 0.000 |" in table
-    assert "| B | 1 | 3 | 0.250 ± 0.000 | -1.000 ± 0.000 | – |" in table
+    assert ("| A | 2 | 3 | 0.625 [0.500, 0.750] (n=2) | 1.750 [1.500, 2.000] (n=2) | 0.750 [0.750, 0.750] (n=1) |"
+            in table)
+    assert "| B | 1 | 3 | 0.250 [0.250, 0.250] (n=1) | -1.000 [-1.000, -1.000] (n=1) | – |" in table
+    # B has no val/success_rate: rliable's IQM is of the train success rate; A's seeds (0.75, 0.5) beat B's 0.25
+    across = json.loads((tmp_path / "out" / "cmp.json").read_text())["across_runs"]
+    assert across["metric"] == "rollout/success_rate"
+    assert across["probability_of_improvement"]["A"]["B"]["estimate"] == 1.0
+    assert across["methods"]["B"]["iqm"]["estimate"] == 0.25
     with Image.open(tmp_path / "out" / "cmp.png") as image:
         assert image.size[0] > 600 and image.size[1] > 300
 
@@ -281,6 +290,13 @@ def test_evaluate_a_checkpoint_greedy_and_sampled(compare_run, tmp_path):
         assert r["success_rate"] == 0.0
         assert r["mean_reward"] == pytest.approx(-0.1 * r["format_error_rate"], abs=1e-6)
     assert out.with_suffix(".md").read_text().count("| bandit |") == 2
+    # nothing succeeds: every bootstrap interval over the 3 levels is [0, 0]; one JSON row per episode
+    assert results["greedy"]["success_rate_ci"] == {"estimate": 0.0, "low": 0.0, "high": 0.0, "n": 3,
+                                                    "confidence": 0.95}
+    assert [(e["mode"], e["seed"], e["member"]) for e in report["episodes"]][:5] == [
+        ("greedy", 123, 0), ("greedy", 124, 0), ("greedy", 125, 0), ("sampled", 123, 0), ("sampled", 123, 1)]
+    assert [e["reward"] for e in report["episodes"] if e["mode"] == "greedy"] == pytest.approx(
+        [-0.1 * (not e["success"]) * e["num_turns"] for e in report["episodes"] if e["mode"] == "greedy"])
     # the same weights loaded from the DeepSpeed checkpoint play the same greedy episodes
     step_dir = run_dir / "checkpoints" / "global_step_1"
     evaluate.main(["--checkpoint", str(step_dir), "--num-seeds", "3", "--modes", "greedy", "--out", str(out)])
@@ -332,7 +348,11 @@ def test_render_episode_writes_gif_png_html(compare_run, tmp_path):
     with Image.open(out / "episode.gif") as gif:
         assert gif.n_frames == record["num_frames"]
     page = (out / "episode.html").read_text()
-    assert page.count("<h3>Turn ") == 1 and page.count("data:image/png;base64,") == 2
+    assert page.count("<h3>Turn ") == 1
+    assert page.count("data:image/png;base64,") == 2 + 4  # before/after + the legend's four bandit tiles
+    generated = [token for token in record["turns"][0]["tokens"] if token["loss_mask"]]
+    assert len(generated) >= 1 and all(token["logprob"] < 0 for token in generated)
+    assert page.count('class="tok gen"') == len(generated) + 1  # + the legend's sample
 
 
 def test_replay_follows_the_rollout_rules_and_reproduces_the_frames():
@@ -343,8 +363,9 @@ def test_replay_follows_the_rollout_rules_and_reproduces_the_frames():
                 {"role": "assistant", "content": "<think>go</think><answer>Up || Jump</answer>"},
                 {"role": "user", "content": "obs 2"},
                 {"role": "assistant", "content": "<think>more</think><answer>Left || Down || Right || Up</answer>"}]
-    first, turns, success = render_episode.replay("sokoban", {}, 7, messages, AgentProxyConfig(max_actions_per_turn=5),
-                                                  max_actions_per_traj=4)
+    episode = replay("sokoban", {}, 7, 0, messages, AgentProxyConfig(max_actions_per_turn=5), max_actions_per_traj=4,
+                     format_penalty=-0.1, render=True)
+    first, turns, success = episode.first_frame, episode.turns, episode.success
     assert [t.actions for t in turns] == [["Up"], ["Left", "Down", "Right", "Up"]]
     assert [t.format_ok for t in turns] == [False, True]
     assert [len(t.frames) for t in turns] == [1, 3]
@@ -361,4 +382,5 @@ def test_replay_follows_the_rollout_rules_and_reproduces_the_frames():
         expected.append(env.render())
     assert all(np.array_equal(a, b) for a, b in zip([f for t in turns for f in t.frames], expected, strict=True))
     assert sum(t.env_reward for t in turns) == pytest.approx(total)
+    assert [t.reward - t.env_reward for t in turns] == pytest.approx([-0.1, 0.0])  # the format penalty of turn 1
     assert success is False

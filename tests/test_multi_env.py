@@ -13,7 +13,7 @@ from test_rollout import SCRIPTED, ScriptedBackend
 from test_trainer import TINY_RUN, compose_config
 
 from agents.backends.base import resolve_caps
-from agents.batch import RolloutBatch, pass_at_k
+from agents.batch import RolloutBatch
 from agents.config import AgentConfig, EnvConfig, EnvGroupConfig, EnvSplitConfig, ESManagerConfig
 from agents.rollout import REROLL_SEED_STRIDE, RolloutEngine
 from algos.training.schema import register_schema, validate
@@ -75,7 +75,7 @@ def test_validation_on_its_own_env_configs_with_pass_at_k(tokenizer):
     assert "Librarian" in batch.turns[0][1]["content"]
     assert batch.success.tolist() == [True, False, False, False]
     assert batch.metrics["rollout/BanditTest/success_rate"] == 0.25
-    assert pass_at_k(batch) == {"val/pass@2": 0.5, "val/BanditTest/pass@2": 0.5}
+    assert batch.pass_at_k() == {"val/pass@2": 0.5, "val/BanditTest/pass@2": 0.5}
 
 
 def test_pass_at_k_on_a_written_out_batch():
@@ -83,8 +83,8 @@ def test_pass_at_k_on_a_written_out_batch():
                          torch.tensor([True, False, False, False, True, True]), *[torch.zeros(6)] * 3,
                          [[]] * 6, {}, 2, tags=["A", "A", "B", "B", "B", "B"])
     # levels: A solved by member 0; B level 1 unsolved; B level 2 solved by both
-    assert pass_at_k(batch) == pytest.approx({"val/pass@2": 2 / 3, "val/A/pass@2": 1.0, "val/B/pass@2": 0.5})
-    assert pass_at_k(replace(batch, group_size=1, tags=[])) == {}  # pass@1 is val/success_rate
+    assert batch.pass_at_k() == pytest.approx({"val/pass@2": 2 / 3, "val/A/pass@2": 1.0, "val/B/pass@2": 0.5})
+    assert replace(batch, group_size=1, tags=[]).pass_at_k() == {}  # pass@1 is val/success_rate
 
 
 class SeedRecorder(ScriptedBackend):

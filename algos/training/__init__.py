@@ -17,3 +17,10 @@ Modules, in the order one training step uses them:
 - ``tracking``: metrics.jsonl, wandb, progress and the console summary.
 - ``memory``: host-memory tuning, the peak RSS figure and a peak-RSS sampler for benchmarks.
 """
+
+import os as _os
+
+import torch as _torch
+
+if not _torch.cuda.is_available():  # before any module here imports DeepSpeed: no "Setting accelerator to CPU" warning
+    _os.environ.setdefault("DS_ACCELERATOR", "cpu")

@@ -19,8 +19,12 @@ import time
 
 import torch
 
+import envs
+from agents.console import bar, note
 from agents.demonstrations import Demonstration
+from agents.model import is_embedded
 from algos.training.packed_logprobs import grouped_response_log_probs
+from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig
 
 
 def demonstration_batch(
@@ -85,12 +89,30 @@ def format_warmup(
     was_training = model.training
     model.train()
     losses = []
-    for step in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(backward_reply_nll(model, levels[step * levels_per_step : (step + 1) * levels_per_step],
-                                         pad_token_id))
-        optimizer.step()
+    with bar(steps, "format warm-up", "step") as progress:
+        for step in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(backward_reply_nll(model, levels[step * levels_per_step : (step + 1) * levels_per_step],
+                                             pad_token_id))
+            optimizer.step()
+            progress.set_postfix(nll=f"{losses[-1]:.3f}")
+            progress.update()
+            note(f"format warm-up step {step + 1}/{steps}: reply NLL {losses[-1]:.3f}")
     model.train(was_training)
     optimizer.zero_grad(set_to_none=True)
     return {"format_warmup/loss_start": losses[0], "format_warmup/loss_end": losses[-1],
             "format_warmup/seconds": time.perf_counter() - start}
+
+
+def warmup_skip_reason(config: TurnRLConfig) -> str | None:
+    """Why a fresh run skips its ``format_warmup.steps`` (None: it runs): any model but the embedded one
+    (a TurnRL export or another model already writes the format; warming it up would push a trained
+    policy back toward chance), or an env with free-form answers (no random valid action to demonstrate)."""
+    path = config.actor_rollout_ref.model.path
+    if not (is_embedded(path) or path == TINY_RANDOM_MODEL):
+        return f"model.path={path} is not the embedded SmolLM2-135M"
+    env = envs.make(config.env.name, **config.env.kwargs)
+    env.close()
+    if not env.action_names:
+        return f"env={config.env.name} has free-form answers, no random valid action to demonstrate"
+    return None

@@ -11,38 +11,26 @@ from collections.abc import Callable
 import torch
 
 from agents.rollout import RolloutBatch
-from algos.filtering import filter_groups, group_scores, should_reroll
+from algos.filtering import should_reroll
 from algos.training.schema import RolloutConfig
-
-
-def select_groups(batch: RolloutBatch, config: RolloutConfig) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """``(rewards [G, K], kept group indices, filter metrics)`` of ``batch``.
-
-    Groups are scored by ``rollout_filter_metric`` (``length`` = generated tokens per episode) and kept by
-    :func:`algos.filter_groups`. With ``rollout_filter_max_rerolls > 0`` the kept set may be empty (the
-    trainer then re-rolls, :func:`algos.should_reroll`); otherwise at least one group is kept.
-    """
-    rewards = batch.episode_reward.view(-1, batch.group_size)
-    lengths = batch.loss_mask.sum(dim=1).view_as(rewards)
-    scores = group_scores(config.rollout_filter_metric, rewards, lengths=lengths)
-    kept, metrics = filter_groups(rewards, config.rollout_filter_strategy, value=config.rollout_filter_value,
-                                  filter_type=config.rollout_filter_type,
-                                  include_zero=config.rollout_filter_include_zero, scores=scores,
-                                  top_p_prob_mode=config.rollout_filter_top_p_prob_mode,
-                                  allow_empty=config.rollout_filter_max_rerolls > 0)
-    return rewards, kept, metrics
 
 
 def collect_groups(play: Callable[[int], RolloutBatch], config: RolloutConfig
                    ) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, dict[str, float]]:
-    """``play(0)``'s batch, its rewards, kept groups and filter metrics (:func:`select_groups`). A batch where
-    the filter keeps none is replaced by ``play(1)``, ``play(2)``, ... (re-rolls: fresh levels and sampling
-    seeds), at most ``rollout_filter_max_rerolls`` times, then a ``RuntimeError``; with re-rolls on, the
-    metrics include ``rollout/rerolls`` (the re-rolls this step needed)."""
+    """``(batch, rewards [G, K], kept group indices, filter metrics)`` of ``play(0)``.
+
+    Groups are ranked by ``rollout_filter_metric`` (``length`` = generated tokens per episode) and kept by
+    :meth:`RolloutConfig.keep_groups`. With ``rollout_filter_max_rerolls = N > 0`` a batch where the filter
+    keeps none is replaced by ``play(1)``, ``play(2)``, ... (re-rolls: fresh levels and sampling seeds), at
+    most N times, then a ``RuntimeError`` (:func:`algos.should_reroll`); the metrics then include
+    ``rollout/rerolls`` (the re-rolls this step needed). With N = 0 at least one group is kept.
+    """
     attempt, max_rerolls = 0, config.rollout_filter_max_rerolls
     while True:
         batch = play(attempt)
-        rewards, kept, metrics = select_groups(batch, config)
+        rewards = batch.episode_reward.view(-1, batch.group_size)
+        kept, metrics = config.keep_groups(rewards, batch.loss_mask.sum(dim=1).view_as(rewards),
+                                           allow_empty=max_rerolls > 0)
         if not should_reroll(kept, attempt, max_rerolls):
             return batch, rewards, kept, metrics | ({"rollout/rerolls": float(attempt)} if max_rerolls else {})
         attempt += 1

@@ -127,7 +127,9 @@ def policy_engine(policy: Policy, env: str) -> tuple[RolloutEngine, TurnRLConfig
     config = compose_config([f"env={env}", *overrides])
     path = config.actor_rollout_ref.model.path
     model_dir = None if path == TINY_RANDOM_MODEL else resolve_model_location(path)
-    backend = make_backend(config.actor_rollout_ref.rollout.name, policy.model, policy.tokenizer, model_dir)
+    rollout = config.actor_rollout_ref.rollout
+    backend = make_backend(rollout.name, policy.model, policy.tokenizer, model_dir, kv_cache_gib=rollout.kv_cache_gib,
+                           multi_turn=config.agent_proxy.max_turn > 1)
     backend.update_weights(policy.model)
-    return RolloutEngine(config.agent_config(), policy.tokenizer, backend), config
+    return RolloutEngine(config.agent_config(show_progress=True), policy.tokenizer, backend), config
 

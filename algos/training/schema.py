@@ -97,6 +97,9 @@ class RolloutConfig(RolloutFilterConfig):
     """Max new tokens per turn."""
     max_model_len: int = 2048
     """Max tokens of a whole episode; longer episodes end truncated."""
+    kv_cache_gib: float = 2.0
+    """KV cache memory: vLLM's cache size; the hf backend's cap on episode caches kept between turns
+    (rows past it are prefilled again; 0 turns the reuse off)."""
     val_kwargs: ValKwargs = field(default_factory=ValKwargs)
 
     def __post_init__(self) -> None:
@@ -109,6 +112,7 @@ class RolloutConfig(RolloutFilterConfig):
         require(self.temperature > 0, key + "temperature", self.temperature, "> 0")
         require(0 < self.top_p <= 1, key + "top_p", self.top_p, "(0, 1]")
         require(self.response_length >= 1, key + "response_length", self.response_length, ">= 1")
+        require(self.kv_cache_gib >= 0, key + "kv_cache_gib", self.kv_cache_gib, ">= 0")
         require(self.max_model_len > self.response_length, key + "max_model_len", self.max_model_len,
                  f"> response_length ({self.response_length})")
         require(self.val_kwargs.temperature > 0, key + "val_kwargs.temperature",
@@ -204,6 +208,10 @@ class TrainerConfig(EarlyStopConfig):
     max_nonfinite_steps: int = 3
     """Stop the run after this many steps in a row whose update had a non-finite loss or gradient norm
     (each such optimizer step is skipped and counted in ``actor/nonfinite_steps``), >= 1."""
+    log_trajectories_freq: int = 10
+    """Every N steps, write the step's episodes (per turn: observation, reply, parsed actions, reward; the
+    episode's success, reward and advantage) to ``<run dir>/trajectories.jsonl`` and a few to a wandb
+    Table (``algos.training.trajectories``); 0 = off."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -212,6 +220,8 @@ class TrainerConfig(EarlyStopConfig):
         require(self.resume in RESUME_CHOICES, "trainer.resume", self.resume, str(list(RESUME_CHOICES)))
         require(self.max_ckpt_to_keep >= 1, "trainer.max_ckpt_to_keep", self.max_ckpt_to_keep, ">= 1")
         require(self.max_nonfinite_steps >= 1, "trainer.max_nonfinite_steps", self.max_nonfinite_steps, ">= 1")
+        require(self.log_trajectories_freq >= 0, "trainer.log_trajectories_freq", self.log_trajectories_freq,
+                ">= 0 (0 = off)")
 
 
 @dataclass

@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from agents.console import bar, say
 from agents.rollout import RolloutBatch
 from algos.training.schema import LoggerConfig
+from algos.training.trajectories import TRAJECTORIES_FILE, append_rows, read_rows, wandb_table
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "learning_curve.png"
@@ -67,8 +67,9 @@ def plot_learning_curve(rows: list[dict[str, Any]], path: Path) -> Path | None:
 class RunLogger:
     """Writes every step's metrics to ``<run_dir>/metrics.jsonl``, wandb (or nothing more), a tqdm bar.
 
-    ``start_step`` > 0 resumes: rows after it (logged after the checkpoint was taken) are dropped, so
-    the file ends up exactly as an uninterrupted run's; the wandb run with ``wandb_run_id`` continues.
+    ``start_step`` > 0 resumes: rows after it (logged after the checkpoint was taken) are dropped from
+    ``metrics.jsonl`` and ``trajectories.jsonl``, so they end up exactly as an uninterrupted run's; the
+    wandb run with ``wandb_run_id`` continues. Lines (:meth:`write`) go to the console and ``train.log``.
     """
 
     def __init__(
@@ -88,11 +89,14 @@ class RunLogger:
         self.metrics_path = self.run_dir / METRICS_FILE
         kept = [row for row in read_metrics(self.metrics_path) if row.get("step", 0) <= start_step]
         self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        self.trajectories_path = self.run_dir / TRAJECTORIES_FILE
+        if self.trajectories_path.is_file():
+            kept = [row for row in read_rows(self.trajectories_path) if row["step"] <= start_step]
+            self.trajectories_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
         self.wandb_run = None
         if config.backend == "wandb":
             self.wandb_run = self._start_wandb(config, project, name, run_config, wandb_run_id)
-        self.progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
-                             disable=not config.progress_bar, dynamic_ncols=True)
+        self.progress = bar(total_steps, "train", "step", config.progress_bar, start_step)
 
     def _start_wandb(self, config: LoggerConfig, project: str, name: str, run_config: dict[str, Any],
                      run_id: str | None):
@@ -124,8 +128,18 @@ class RunLogger:
         self.progress.update(step - self.progress.n)
 
     def write(self, message: str) -> None:
-        """Print a line without breaking the progress bar."""
-        self.progress.write(message)
+        """Print a line without breaking the progress bar, and log it to ``train.log``."""
+        say(message)
+
+    def phase(self, name: str) -> None:
+        """Show the phase of the running step (rollout, update, validate) on the bar."""
+        self.progress.set_description(f"train: {name}")
+
+    def log_trajectories(self, rows: list[dict[str, Any]], step: int) -> None:
+        """Append ``rows`` to ``trajectories.jsonl``; a few as a wandb Table ``trajectories``."""
+        append_rows(self.trajectories_path, rows)
+        if self.wandb_run is not None:
+            self.wandb_run.log({"trajectories": wandb_table(rows)}, step=step)
 
     def finish(self) -> dict[str, Path | str | None]:
         """Close the bar and wandb, draw the learning curve; return and print where everything is."""
@@ -136,11 +150,13 @@ class RunLogger:
             offline = self.wandb_run.settings.mode == "offline"
             wandb_location = str(Path(self.wandb_run.dir).parent) if offline else self.wandb_run.url
             self.wandb_run.finish()
-        print(f"metrics.jsonl:  {self.metrics_path}")
-        print(f"learning curve: {curve or '(no steps logged)'}")
+        say(f"metrics.jsonl:  {self.metrics_path}")
+        if self.trajectories_path.is_file():
+            say(f"trajectories:   {self.trajectories_path}")
+        say(f"learning curve: {curve or '(no steps logged)'}")
         if wandb_location:
             hint = f"  (offline; upload with: wandb sync {wandb_location})" if offline else ""
-            print(f"wandb run:      {wandb_location}{hint}")
+            say(f"wandb run:      {wandb_location}{hint}")
         return {"metrics_path": self.metrics_path, "curve": curve, "wandb": wandb_location}
 
 
@@ -153,6 +169,12 @@ class SilentLogger:
         pass
 
     def write(self, message: str) -> None:
+        pass
+
+    def phase(self, name: str) -> None:
+        pass
+
+    def log_trajectories(self, rows: list[dict[str, Any]], step: int) -> None:
         pass
 
     def finish(self) -> dict[str, Any]:
@@ -173,12 +195,17 @@ def episode_metrics(batch: RolloutBatch) -> dict[str, float]:
 
 
 def summary_line(step: int, metrics: dict[str, float]) -> str:
-    """``step k | reward .. | success .. | loss .. | val_success .. | s/step ..`` (the keys present)."""
+    """``step k | reward .. | success .. | loss .. | val_success .. | s/step .. (rollout .. update .. val ..)``
+    (the keys present)."""
     parts = [f"step {step}"]
     for key, label in (("reward", "reward"), ("rollout/success_rate", "success"), ("actor/loss", "loss"),
-                       ("val/success_rate", "val_success"), ("timing/step_s", "s/step")):
+                       ("val/success_rate", "val_success")):
         if key in metrics:
             parts.append(f"{label} {metrics[key]:.3f}")
+    if "timing/step_s" in metrics:
+        phases = [f"{name} {metrics[key]:.1f}" for key, name in (("timing/rollout_s", "rollout"),
+                  ("timing/update_s", "update"), ("timing/val_s", "val")) if key in metrics]
+        parts.append(f"s/step {metrics['timing/step_s']:.1f}" + (f" ({', '.join(phases)})" if phases else ""))
     return " | ".join(parts)
 
 

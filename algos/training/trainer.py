@@ -13,8 +13,7 @@ DeepSpeed engine, rollout backend), then repeats ``train_step``, which reads top
     for ppo_epochs, for mini-batches:                            # one optimizer step each
         loss = policy_loss(logp, old_logp, A) + kl_loss_coef * KL - entropy_coeff * H
     gae: the critic's update on R (the actor's is skipped in steps 1..critic.warmup)
-    log; validate every test_freq steps; checkpoint every save_freq steps
-    stop early once the in-group reward std has collapsed        # trainer.early_stop_on_zero_variance
+    log; validate every test_freq steps; checkpoint every save_freq steps; stop early (early_stop_*)
 
 Steps count from 1 everywhere (rollout levels, sampling seeds, metrics rows, ``global_step_<k>``).
 The weights reach the rollout backend in one place, ``rollout_engine_in_sync``, before any rollout
@@ -32,7 +31,6 @@ from __future__ import annotations
 import copy
 import os
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,21 +38,21 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-import envs
 from agents.backends import SamplingParams, make_backend
-from agents.batch import RolloutBatch, pass_at_k
+from agents.console import say
 from agents.demonstrations import format_demonstrations
 from agents.model import resolve_model_location
 from agents.prompts import pad_token_id
-from agents.rollout import RolloutEngine
+from agents.rollout import RolloutBatch, RolloutEngine
 from algos import compute_advantages
 from algos.training.actor import sequence_log_probs, update_policy
 from algos.training.checkpoint import resume_checkpoint, save_checkpoint
 from algos.training.critic import Critic
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
+from algos.training.early_stopping import HISTORY_KEY, RewardVarianceWatch
 from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
-from algos.training.format_warmup import format_warmup
+from algos.training.format_warmup import format_warmup, warmup_skip_reason
 from algos.training.group_selection import collect_groups
 from algos.training.layout import latest_checkpoint
 from algos.training.memory import limit_heap_slack, peak_rss_gib
@@ -69,6 +67,7 @@ from algos.training.tracking import (
     episode_metrics,
     summary_line,
 )
+from algos.training.trajectories import log_trajectories
 from algos.training.update_batch import UpdateBatch
 
 
@@ -104,6 +103,7 @@ class Trainer:
         self.engine, self.reference, self.critic = None, None, None
         self.step, self.policy_version, self.synced_version = 0, 0, 0
         self.warmup_metrics: dict[str, float] = {}
+        self.logger, self.last_rollout = SilentLogger(), None  # last_rollout: (batch, kept, advantages)
         self.resumed_state: dict[str, Any] = {}
         self.nonfinite = NonFiniteGuard(config)
 
@@ -115,7 +115,7 @@ class Trainer:
             return
         resuming = self.config.trainer.resume == "auto" and latest_checkpoint(self.ckpt_dir) is not None
         if self.config.trainer.resume == "auto" and not resuming:
-            print(f"trainer.resume=auto: no checkpoint in {self.ckpt_dir}, starting from step 0")
+            say(f"trainer.resume=auto: no checkpoint in {self.ckpt_dir}, starting from step 0")
         if not resuming:
             self.warmup_metrics = self.warm_up_format()
         if self.actor.use_kl_loss:  # frozen copy of the initial (warmed-up) policy
@@ -135,22 +135,19 @@ class Trainer:
 
     def warm_up_format(self) -> dict[str, float]:
         """``format_warmup.steps`` supervised steps on format demonstrations (``algos.training.format_warmup``);
-        none when off or for an env with free-form answers. Every rank runs the same deterministic
-        warm-up, so the ranks start RL from equal weights."""
+        none when off, skipped with a line saying why (``warmup_skip_reason``). Every rank runs the same
+        deterministic warm-up, so the ranks start RL from equal weights."""
         warmup = self.config.format_warmup
-        if warmup.steps == 0:
-            return {}
-        env = envs.make(self.config.env.name, **self.config.env.kwargs)
-        env.close()
-        if not env.action_names:
-            print(f"format warm-up skipped: env={self.config.env.name} has free-form answers, "
-                  "no random valid action to demonstrate")
+        reason = warmup_skip_reason(self.config) if warmup.steps else None
+        if reason:
+            say(f"format warm-up skipped: {reason}")
+        if warmup.steps == 0 or reason:
             return {}
         levels = format_demonstrations(self.config.agent_config(), self.tokenizer, warmup.steps * warmup.levels_per_step,
                                        warmup.replies_per_level, self.rollout_cfg.response_length, seed=self.config.seed)
         metrics = format_warmup(self.model, levels, warmup.levels_per_step, warmup.lr, pad_token_id(self.tokenizer))
         self.policy_version += 1
-        print(f"format warm-up: {warmup.steps} steps, reply NLL {metrics['format_warmup/loss_start']:.3f} -> "
+        say(f"format warm-up: {warmup.steps} steps, reply NLL {metrics['format_warmup/loss_start']:.3f} -> "
               f"{metrics['format_warmup/loss_end']:.3f} in {metrics['format_warmup/seconds']:.0f} s")
         return metrics
 
@@ -158,7 +155,9 @@ class Trainer:
         path = self.config.actor_rollout_ref.model.path
         model_dir = None if path == TINY_RANDOM_MODEL else resolve_model_location(path)
         backend = make_backend(self.rollout_cfg.name, self.engine.module, self.tokenizer, model_dir,
-                               max_model_len=self.rollout_cfg.max_model_len, seed=self.config.seed)
+                               max_model_len=self.rollout_cfg.max_model_len, seed=self.config.seed,
+                               kv_cache_gib=self.rollout_cfg.kv_cache_gib,
+                               multi_turn=self.config.agent_proxy.max_turn > 1)
         return RolloutEngine(self.config.agent_config(), self.tokenizer, backend)
 
     def resume(self) -> dict[str, Any]:
@@ -166,14 +165,15 @@ class Trainer:
         path, state = resume_checkpoint(self.engine, self.ckpt_dir, getattr(self.critic, "engine", None))
         self.step = int(state["step"])
         self.policy_version += 1
-        print(f"resumed from {path} (step {self.step})")
+        say(f"resumed from {path} (step {self.step})")
         return state
 
     # ----------------------------------------------------------------- the step
     def train_step(self, step: int) -> dict[str, float]:
         """Roll out, filter, compute advantages, update the policy; return the step's metrics."""
         start = time.perf_counter()
-        batch, rewards, kept, filter_metrics = collect_groups(partial(self.play_train_groups, step), self.rollout_cfg)
+        self.logger.phase("rollout")
+        batch, rewards, kept, filter_metrics = collect_groups(lambda a: self.play_train_groups(step, a), self.rollout_cfg)
         rollout_s = time.perf_counter() - start
         metrics = {**batch.metrics, **episode_metrics(batch)}
         if self.critic is None:
@@ -181,6 +181,8 @@ class Trainer:
             update_batch = UpdateBatch.from_rollout(batch.select(kept), advantages.flatten())
         else:  # gae: token advantages from the critic's values
             update_batch, adv_metrics = self.critic.advantage_batch(batch.select(kept))
+        self.last_rollout = (batch, kept, advantages if self.critic is None else None)
+        self.logger.phase("update")
         update_actor = self.critic is None or not self.critic.actor_frozen(step)
 
         tic = time.perf_counter()
@@ -231,8 +233,7 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Episodes on the held-out levels (greedy unless ``val_kwargs.do_sample``), as ``val/*`` metrics
-        (``val/<tag>/*`` per env config; ``val/pass@k`` for a group size k > 1)."""
+        """Held-out episodes (greedy unless ``val_kwargs.do_sample``) as ``val/*``, ``val/<tag>/*``, ``val/pass@k``."""
         tic = time.perf_counter()
         val = self.rollout_cfg.val_kwargs
         params = SamplingParams(temperature=val.temperature if val.do_sample else 0.0, top_p=val.top_p,
@@ -246,8 +247,9 @@ class Trainer:
             batch = gather_rollout(local, engine.pad_token_id)
         if self.rank == 0:
             append_validation_episodes(self.run_dir, self.step, batch)
-        metrics = {"val/" + key.split("/", 1)[-1]: value for key, value in batch.metrics.items()}
-        return metrics | pass_at_k(batch) | {"val/reward": batch.episode_reward.mean().item(),
+        metrics = {key.replace("timing/", "timing/val_") if key.startswith("timing/") else "val/" + key.split("/", 1)[-1]:
+                   value for key, value in batch.metrics.items()}
+        return metrics | batch.pass_at_k() | {"val/reward": batch.episode_reward.mean().item(),
                                              "timing/val_s": time.perf_counter() - tic}
 
     # ----------------------------------------------------------------- the loop
@@ -255,41 +257,39 @@ class Trainer:
         """Train ``trainer.total_training_steps`` steps; return the last metrics and output locations."""
         self.setup()
         trainer = self.config.trainer
-        logger = SilentLogger() if self.rank > 0 else RunLogger(
+        self.logger = logger = SilentLogger() if self.rank > 0 else RunLogger(
             self.run_dir, self.config.logger, project=trainer.project_name, name=trainer.experiment_name
             or f"{self.config.env.name}-{self.config.algorithm.adv_estimator}",
             run_config=run_config or {}, total_steps=trainer.total_training_steps, start_step=self.step,
             wandb_run_id=self.resumed_state.get("wandb_run_id"))
         metrics: dict[str, float] = {}
-        stopping, collapsed, in_group_std = False, False, self.resumed_state.get("in_group_std_history", [])
+        stopping, collapsed, watch = False, False, RewardVarianceWatch(trainer, self.resumed_state)
         with StopRequest() as stop:
             if self.step == 0 and (self.warmup_metrics or trainer.val_before_train):
                 logger.log(self.warmup_metrics | (self.validate() if trainer.val_before_train else {}), step=0)
             while self.step < trainer.total_training_steps and not stopping and not collapsed:
                 self.step += 1
                 metrics = self.train_step(self.step)
-                in_group_std.append(metrics["rollout/in_group_std"])
-                if collapsed := trainer.should_stop_early(in_group_std):
-                    metrics["early_stopped/reward_variance_collapse"] = 1.0
+                collapsed = watch.after_step(metrics)  # trainer.early_stop_on_zero_variance
                 last = self.step == trainer.total_training_steps or collapsed
                 if trainer.test_freq > 0 and (self.step % trainer.test_freq == 0 or last):
                     metrics |= self.validate()
                 logger.log(metrics, step=self.step)
                 logger.write(summary_line(self.step, metrics))
+                log_trajectories(logger, self)  # every trainer.log_trajectories_freq steps
                 self.nonfinite.after_step(self.step, metrics)  # raises after max_nonfinite_steps in a row
                 stopping = any_rank(bool(stop), self.engine.device)  # a signal may reach some ranks only
                 if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stopping:
                     path = save_checkpoint(self.engine, self.ckpt_dir, self.step,
                                            {"wandb_run_id": logger.wandb_run_id, "logger_step": self.step,
-                                            "in_group_std_history": in_group_std},
+                                            HISTORY_KEY: watch.history},
                                            keep=trainer.max_ckpt_to_keep, critic=getattr(self.critic, "engine", None))
                     logger.write(f"checkpoint: {path}")
         export = export_hf_model(self.engine, self.tokenizer, self.run_dir, self.step)
         outputs = logger.finish()
         if self.rank == 0:
-            print(f"hf model:       {export}")
-        return {"step": self.step, "metrics": metrics, "stopped_by": stop.signal_name, "hf_model": export,
-                "early_stopped": collapsed, **outputs}
+            say(f"hf model:       {export}")
+        return {"step": self.step, "metrics": metrics, "stopped_by": stop.signal_name, "hf_model": export, **outputs}
 
 
 def train(config: TurnRLConfig, run_dir: Path, run_config: dict[str, Any] | None = None) -> dict[str, Any]:
