@@ -45,6 +45,7 @@ def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str
                "logger.progress_bar=false", f"trainer.total_training_steps={steps}", "trainer.save_freq=10",
                "trainer.resume=auto", f"hydra.run.dir={run_dir}", *overrides]
     environment = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with (run_dir.parent / f"{run_dir.name}.log").open("a") as log:
         subprocess.run(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT, check=True)

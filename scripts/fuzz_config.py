@@ -63,7 +63,9 @@ CASES: list[tuple[str, str]] = [  # (override line, text the error must contain)
     (ACTOR + "policy_loss=dpo", "actor_rollout_ref.actor.policy_loss='dpo'"),
     (ACTOR + "grad_clip=0", "actor_rollout_ref.actor.grad_clip=0"),
     (ACTOR + "entropy_coeff=-0.1", "actor_rollout_ref.actor.entropy_coeff=-0.1"),
-    ("algorithm.adv_estimator=gae", "algorithm.adv_estimator='gae'"),
+    ("algorithm.adv_estimator=vtrace", "algorithm.adv_estimator='vtrace'"),
+    ("algorithm.gamma=1.5", "algorithm.gamma=1.5"),
+    ("algorithm.adv_estimator=grpo agent_proxy.use_turn_scores=true".split()[1], "use_turn_scores"),
     ("algorithm.tau=0", "algorithm.tau=0"),
     ("algorithm.epsilon=-1", "algorithm.epsilon=-1"),
     ("trainer.total_training_steps=0", "trainer.total_training_steps=0"),
@@ -78,9 +80,9 @@ CASES: list[tuple[str, str]] = [  # (override line, text the error must contain)
     ("env.name=chess", "env.name='chess'"),
     ("+env.kwargs.no_such_option=3", "no_such_option"),
     ("actor_rollout_ref.rollout.top_k=50", "RAGEN's `actor_rollout_ref.rollout.top_k`: 50 is not supported"),
-    ("algorithm.gamma=0.99", "RAGEN's `algorithm.gamma`: 0.99 is not supported"),
+    ("critic.lr=0", "critic.lr=0"),
     ("trainer.n_gpus_per_node=8", "is TurnRL's `torchrun --nproc_per_node 8"),
-    ("critic.optim.lr=1e-5", "RAGEN's `critic.optim.lr`"),
+    ("critic.optim.betas=[0.9,0.95]", "critic.optim.betas"),
 ]
 
 

@@ -111,7 +111,9 @@ def test_multirun_of_two_algos_and_two_seeds_reads_as_two_methods_of_two_seeds(t
     command = [sys.executable, str(REPO / "scripts" / "train.py"), "-m", *overrides, "algo=grpo,drgrpo",
                "seed=0,1", "logger=wandb", "logger.wandb.mode=offline", "trainer.log_trajectories_freq=1",
                f"hydra.sweep.dir={sweep}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    from test_trainer import _fresh_environment  # without the rendezvous port an in-process engine holds
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=_fresh_environment())
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(path.name for path in sweep.iterdir() if path.is_dir())
     assert jobs == ["drgrpo-seed0", "drgrpo-seed1", "grpo-seed0", "grpo-seed1"]

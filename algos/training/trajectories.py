@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -19,8 +19,15 @@ from agents.replay import replay
 from agents.rollout import RolloutBatch
 from algos.training.schema import TurnRLConfig
 
-if TYPE_CHECKING:
-    from algos.training.trainer import Trainer
+
+class TrainerView(Protocol):
+    """What :func:`log_trajectories` reads of ``algos.training.trainer.Trainer`` (no import of it: no cycle)."""
+
+    config: TurnRLConfig
+    step: int
+    rank: int
+    last_rollout: tuple[RolloutBatch, torch.Tensor, torch.Tensor | None]
+    rollout_engine: Any
 
 TRAJECTORIES_FILE = "trajectories.jsonl"
 
@@ -47,7 +54,7 @@ def trajectory_rows(step: int, batch: RolloutBatch, kept: torch.Tensor, advantag
     return rows
 
 
-def log_trajectories(logger, trainer: Trainer) -> None:
+def log_trajectories(logger, trainer: TrainerView) -> None:
     """On rank 0, every ``trainer.log_trajectories_freq`` steps (0 = never): the rows of the trainer's last
     rollout (``trainer.last_rollout``: batch, kept groups, advantages) to ``logger.log_trajectories``."""
     freq, step = trainer.config.trainer.log_trajectories_freq, trainer.step
