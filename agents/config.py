@@ -28,6 +28,19 @@ class EnvConfig:
 
 
 @dataclass
+class EnvGroupConfig:
+    """One entry of ``es_manager.{train,val}.env_configs``: ``n_groups`` of the split's groups play ``env``."""
+
+    tag: str = ""
+    """Name of this env config (e.g. RAGEN's ``CoordSokoban``), the prefix of its metrics
+    (``rollout/<tag>/*``, ``val/<tag>/*``); non-empty, unique in the list, no ``/``."""
+    n_groups: int | None = None
+    """Groups of the split that play it, >= 1; null in every entry = ``env_groups`` split equally."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The game and its constructor kwargs, as the run's top-level ``env``."""
+
+
+@dataclass
 class EnvSplitConfig:
     """``es_manager.{train,val}.*``: ``env_groups`` levels, ``group_size`` episodes on each."""
 
@@ -35,6 +48,38 @@ class EnvSplitConfig:
     """Levels per training step (or held-out levels per validation)."""
     group_size: int = 4
     """Episodes per level: the group a group-baseline estimator compares."""
+    env_configs: list[EnvGroupConfig] = field(default_factory=list)
+    """Several env types in one split (RAGEN's ``env_configs.tags`` / ``n_groups``): a list of
+    ``{tag, n_groups, env: {name, kwargs}}`` whose ``n_groups`` add up to ``env_groups``; consecutive
+    groups play the entries in list order and are also logged under ``rollout/<tag>/*`` (``val/<tag>/*``).
+    Empty (default): every group plays the run's ``env``."""
+
+    def group_envs(self, default: EnvConfig) -> list[tuple[str, EnvConfig]]:
+        """``(tag, env)`` of groups ``0 .. env_groups - 1``; ``("", default)`` each without ``env_configs``."""
+        if not self.env_configs:
+            return [("", default)] * self.env_groups
+        share = self.env_groups // len(self.env_configs)
+        return [(entry.tag, entry.env) for entry in self.env_configs
+                for _ in range(share if entry.n_groups is None else entry.n_groups)]
+
+    def check(self, key: str) -> None:
+        """Raise ``ValueError`` naming ``key`` (``es_manager.<split>``) unless the sizes and env configs fit."""
+        _require(self.env_groups >= 1, f"{key}.env_groups", self.env_groups, ">= 1")
+        _require(self.group_size >= 1, f"{key}.group_size", self.group_size, ">= 1")
+        if not self.env_configs:
+            return
+        tags = [entry.tag for entry in self.env_configs]
+        _require(all(tags) and len(set(tags)) == len(tags) and not any("/" in tag for tag in tags),
+                 f"{key}.env_configs tags", tags, "non-empty, unique, without '/'")
+        counts = [entry.n_groups for entry in self.env_configs]
+        if all(count is None for count in counts):
+            _require(self.env_groups % len(counts) == 0, f"{key}.env_groups", self.env_groups,
+                     f"a multiple of the {len(counts)} env_configs when their n_groups are null")
+        else:
+            _require(all(count is not None and count >= 1 for count in counts), f"{key}.env_configs n_groups",
+                     counts, "each >= 1, or null in every entry")
+            _require(sum(counts) == self.env_groups, f"{key}.env_configs n_groups", counts,
+                     f"adding up to {key}.env_groups={self.env_groups}")
 
 
 @dataclass
@@ -42,7 +87,8 @@ class ESManagerConfig:
     """``es_manager.*``: how many environments run per step and on which levels (RAGEN's env-state manager)."""
 
     train: EnvSplitConfig = field(default_factory=EnvSplitConfig)
-    """Training rollouts: group ``g`` of step ``k`` plays level ``train_seed_start + (k - 1) * env_groups + g``."""
+    """Training rollouts: group ``g`` of step ``k`` plays level ``train_seed_start + (k - 1) * env_groups + g``
+    (re-roll ``a`` of the step: that plus ``a * 10**7``, see ``agents.rollout.REROLL_SEED_STRIDE``)."""
     val: EnvSplitConfig = field(default_factory=lambda: EnvSplitConfig(env_groups=2, group_size=1))
     """Validation: levels ``val_seed_start, val_seed_start + 1, ...``."""
     format_penalty: float = -0.1
@@ -53,10 +99,8 @@ class ESManagerConfig:
     """First validation level seed (>= 0); keep the ranges apart so validation is held out."""
 
     def __post_init__(self) -> None:
-        for split in ("train", "val"):
-            groups = getattr(self, split)
-            _require(groups.env_groups >= 1, f"es_manager.{split}.env_groups", groups.env_groups, ">= 1")
-            _require(groups.group_size >= 1, f"es_manager.{split}.group_size", groups.group_size, ">= 1")
+        self.train.check("es_manager.train")
+        self.val.check("es_manager.val")
         _require(self.format_penalty == self.format_penalty and abs(self.format_penalty) != float("inf")
                  and self.format_penalty <= 0, "es_manager.format_penalty", self.format_penalty, "a finite value <= 0")
         for key in ("train_seed_start", "val_seed_start"):

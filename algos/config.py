@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from algos.early_stop import reward_variance_collapsed
 from algos.estimators import ESTIMATORS, estimator_options
 from algos.filtering import canonical_metric, check_filter_options, filter_groups, group_scores
 from algos.losses import KL_KINDS, LOSS_AGG_MODES, POLICY_LOSSES
@@ -205,3 +206,10 @@ class EarlyStopConfig:
                 self.early_stop_baseline_steps, ">= 1")
         require(self.early_stop_window >= 1, key + "early_stop_window", self.early_stop_window, ">= 1")
         require(0 < self.early_stop_ratio <= 1, key + "early_stop_ratio", self.early_stop_ratio, "(0, 1]")
+
+    def should_stop_early(self, history: list[float]) -> bool:
+        """Whether ``early_stop_on_zero_variance`` is on and ``history`` (``rollout/in_group_std`` per step,
+        oldest first) has collapsed by :func:`algos.reward_variance_collapsed` with these keys."""
+        return self.early_stop_on_zero_variance and reward_variance_collapsed(
+            history, baseline_steps=self.early_stop_baseline_steps, window=self.early_stop_window,
+            ratio=self.early_stop_ratio)

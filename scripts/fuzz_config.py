@@ -48,7 +48,7 @@ CASES: list[tuple[str, str]] = [  # (override line, text the error must contain)
     (ROLLOUT + "val_kwargs.temperature=-1", "actor_rollout_ref.rollout.val_kwargs.temperature=-1"),
     (ROLLOUT + "rollout_filter_strategy=top_q", "top_q"),
     (ROLLOUT + "rollout_filter_metric=entropy", "rollout_filter_metric='entropy'"),
-    (ROLLOUT + "rollout_filter_max_rerolls=2", "rollout_filter_max_rerolls=2"),
+    (ROLLOUT + "rollout_filter_max_rerolls=-1", "rollout_filter_max_rerolls=-1"),
     (ACTOR + "lr=0", "actor_rollout_ref.actor.lr=0"),
     (ACTOR + "lr=-1e-5", "actor_rollout_ref.actor.lr=-1e-05"),
     (ACTOR + "zero_stage=7", "actor_rollout_ref.actor.zero_stage=7"),

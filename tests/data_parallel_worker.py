@@ -52,7 +52,7 @@ class SeededAnswers(FixedAnswers):
         batch.metrics = rollout_metrics(batch, format_errors=0)
         return batch
 
-    def rollout(self, step: int, params, groups=None, shard=None) -> RolloutBatch:
+    def rollout(self, step: int, params, groups=None, shard=None, attempt: int = 0) -> RolloutBatch:
         if step == 1 and os.environ.get("SIGTERM_RANK") == str(rank_and_world()[0]):
             os.kill(os.getpid(), signal.SIGTERM)
         first = self.first_seed + (step - 1) * self.groups_per_step

@@ -49,8 +49,15 @@ register_schema()
 
 
 def run_compare(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    """The compare script run with this interpreter (it composes the printed settings), unless ``env`` says."""
     return subprocess.run(["bash", str(COMPARE), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, cwd=REPO)
+                          env={**os.environ, "TURNRL_PYTHON": sys.executable, **(env or {})}, cwd=REPO)
+
+
+def dry_run_commands(stdout: str) -> list[str]:
+    """The job command lines of a ``--dry-run`` output (after its key settings and ``commands:``)."""
+    lines = stdout.strip().splitlines()
+    return lines[lines.index("commands:") + 1 :]
 
 
 def parse_command(line: str) -> tuple[dict[str, str], dict[str, str], list[str]]:
@@ -68,7 +75,7 @@ def test_dry_run_prints_the_six_jobs_with_their_filters_and_gpus():
     result = run_compare("--task", "sokoban", "--steps", "7", "--model_size", "0.5B", "--gpus", "2,5",
                          "--env_groups", "6", "--dry-run", "--", "es_manager.train.group_size=16")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
+    lines = dry_run_commands(result.stdout)
     assert len(lines) == 6
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
         for index, (line, job, algo) in enumerate(zip(lines, JOBS, ALGOS, strict=True)):
@@ -84,7 +91,7 @@ def test_dry_run_prints_the_six_jobs_with_their_filters_and_gpus():
             config = validate(compose(config_name="config",
                                       overrides=[o for o in ordered if not o.startswith("hydra.")]))
             assert gpu == config.system.CUDA_VISIBLE_DEVICES
-            assert config.env.name == "sokoban"
+            assert config.env.name == "sokoban" and overrides["env"] == "coord_sokoban"  # scale=ragen: RAGEN's env
             assert config.logger.wandb.group == "drgrpo-compare-sokoban"
             assert config.trainer.total_training_steps == 7
             assert config.es_manager.train.env_groups == 6
@@ -98,11 +105,12 @@ def test_dry_run_prints_the_six_jobs_with_their_filters_and_gpus():
 def test_dry_run_on_cpu_lists_every_seed_with_no_gpu_visible():
     result = run_compare("--task", "bandit", "--gpus", "cpu", "--seeds", "0,1", "--model_size", "135M", "--dry-run")
     assert result.returncode == 0, result.stderr
-    parsed = [parse_command(line) for line in result.stdout.strip().splitlines()]
+    parsed = [parse_command(line) for line in dry_run_commands(result.stdout)]
     assert [o["trainer.experiment_name"] for _, o, _ in parsed] == [f"{j}-seed{s}" for s in (0, 1) for j in JOBS]
     assert [o["seed"] for _, o, _ in parsed] == ["0"] * 6 + ["1"] * 6
     assert all(a["CUDA_VISIBLE_DEVICES"] == "" and o["system.CUDA_VISIBLE_DEVICES"] == "" for a, o, _ in parsed)
     assert all(o["model"] == "smollm2_135m" and o["trainer.total_training_steps"] == "200" for _, o, _ in parsed)
+    assert all(o["scale"] == "cpu" and o["env"] == "bandit" for _, o, _ in parsed)
     assert [o["actor_rollout_ref.rollout.rollout_filter_value"] for _, o, _ in parsed[:6]] == ["8"] * 3 + ["4"] * 3
 
 
@@ -111,7 +119,8 @@ def test_dry_run_on_cpu_lists_every_seed_with_no_gpu_visible():
     ["--task", "chess"],
     ["--task"],
     ["--task", "bandit", "--steps", "0"],
-    ["--task", "bandit", "--model_size", "7B"],
+    ["--task", "bandit", "--model_size", "13B"],
+    ["--task", "bandit", "--scale", "tpu"],
     ["--task", "bandit", "--env_groups", "5"],
     ["--task", "bandit", "--gpus", "a,b"],
     ["--task", "bandit", "--seeds", "0;1"],
@@ -131,6 +140,7 @@ def test_gpu_jobs_queue_one_per_gpu_and_a_failure_does_not_stop_the_others(tmp_p
     fake = tmp_path / "fake-python.sh"
     fake.write_text(
         "#!/bin/bash\n"
+        'case "$1" in *config_summary.py) exit 0 ;; esac\n'  # the settings printed before the jobs
         'name=$(printf "%s\\n" "$@" | sed -n "s/^trainer.experiment_name=//p")\n'
         'flag=$(printf "%s\\n" "$@" | sed -n "s/^system.CUDA_VISIBLE_DEVICES=//p")\n'
         f'echo "start $name $CUDA_VISIBLE_DEVICES $flag" >> {log}\n'

@@ -47,8 +47,8 @@ class AlternatingBackend:
 
 
 class RecordingEngine(RolloutEngine):
-    def rollout(self, step, params, groups=None, shard=None):
-        self.batch = super().rollout(step, params, groups, shard)
+    def rollout(self, step, params, groups=None, shard=None, attempt=0):
+        self.batch = super().rollout(step, params, groups, shard, attempt)
         return self.batch
 
 

@@ -71,6 +71,7 @@ def gather_rollout(batch: RolloutBatch | None, pad_token_id: int) -> RolloutBatc
         torch.cat([_pad_to(s.token_rewards, width, 0) for s in shares]),
         rollout_log_probs=None if shares[0].rollout_log_probs is None else
         torch.cat([_pad_to(s.rollout_log_probs, width, 0) for s in shares]),
+        tags=[tag for s in shares for tag in s.tags],
     )
     format_errors = sum(round(s.metrics["rollout/format_error_rate"] * int(s.num_turns.sum())) for s in shares)
     merged.metrics = rollout_metrics(merged, format_errors)

@@ -63,7 +63,8 @@ def unsupported(why: str, *same_as_turnrl: Any) -> Rewrite:
 def _one(key: str, value: Any) -> Any:
     values = value if isinstance(value, list) else [value]
     if len(values) != 1:
-        raise _refuse(key, "not supported: one env type per run (mixed batches are not implemented yet)")
+        raise _refuse(key, "this spelling takes one env type per run; several env types in one split are "
+                           f"TurnRL's `{key.split('.env_configs')[0]}.env_configs=[{{tag, n_groups, env: {{name, kwargs}}}}, ...]`")
     return values[0]
 
 
@@ -215,8 +216,8 @@ def _rewrite(override: Override, line: str, train_env: str | None) -> list[str]:
     if key.endswith("env_configs.tags") and key.startswith("es_manager.val.") and train_env is not None:
         tag = _one(key, value)
         if ENV_TAGS.get(tag) != train_env:
-            raise _refuse(key, f"{tag} is not supported: validation plays the training env ({train_env}); "
-                               "separate validation envs are not implemented yet")
+            raise _refuse(key, f"{tag} differs from the training env ({train_env}); validation on other envs is "
+                               "TurnRL's `es_manager.val.env_configs=[{tag, n_groups, env: {name, kwargs}}, ...]`")
     return row.rewrite(key, value, text)
 
 

@@ -20,7 +20,7 @@ from agents.backends.factory import BACKEND_NAMES
 from agents.config import AgentConfig, AgentProxyConfig, EnvConfig, ESManagerConfig
 from agents.model import DTYPES
 from algos import compute_advantages
-from algos.config import ActorConfig, AlgorithmConfig, RolloutFilterConfig, require
+from algos.config import ActorConfig, AlgorithmConfig, EarlyStopConfig, RolloutFilterConfig, require
 from algos.filtering import canonical_metric
 
 TINY_RANDOM_MODEL = "tiny-random"
@@ -125,8 +125,6 @@ class RolloutConfig(RolloutFilterConfig):
         require(canonical_metric(self.rollout_filter_metric) not in ("entropy", "entropy_std"),
                 key + "rollout_filter_metric", self.rollout_filter_metric,
                 "reward_std, reward, reward_sum or length (the trainer computes entropies after filtering)")
-        require(self.rollout_filter_max_rerolls == 0, key + "rollout_filter_max_rerolls",
-                self.rollout_filter_max_rerolls, "0 (re-rolls need fresh levels per attempt: not wired yet)")
         require(self.name in BACKEND_NAMES, key + "name", self.name, str(list(BACKEND_NAMES)))
         require(self.temperature > 0, key + "temperature", self.temperature, "> 0")
         require(0 < self.top_p <= 1, key + "top_p", self.top_p, "(0, 1]")
@@ -202,8 +200,8 @@ class FormatWarmupConfig:
 
 
 @dataclass
-class TrainerConfig:
-    """``trainer.*``: run length, naming, checkpoints and validation."""
+class TrainerConfig(EarlyStopConfig):
+    """``trainer.*``: run length, naming, checkpoints, validation and the early stop (``early_stop_*``)."""
 
     project_name: str = "turnrl"
     """wandb project."""
@@ -233,6 +231,7 @@ class TrainerConfig:
     Table (``algos.training.trajectories``); 0 = off."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(self.total_training_steps >= 1, "trainer.total_training_steps", self.total_training_steps,
                  ">= 1")
         require(self.resume in RESUME_CHOICES, "trainer.resume", self.resume, str(list(RESUME_CHOICES)))
@@ -339,6 +338,15 @@ def advantage_options(config: TurnRLConfig) -> dict[str, Any]:
     }
 
 
+def env_nodes(config: TurnRLConfig) -> list[tuple[str, EnvConfig]]:
+    """``(key, env)`` of the run's ``env`` and of every ``es_manager.<split>.env_configs`` entry."""
+    nodes = [("env", config.env)]
+    for split in ("train", "val"):
+        entries = getattr(config.es_manager, split).env_configs
+        nodes += [(f"es_manager.{split}.env_configs[{i}].env", entry.env) for i, entry in enumerate(entries)]
+    return nodes
+
+
 def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
     """The typed, checked config; raises ``ValueError`` naming the bad key and the allowed values.
 
@@ -349,13 +357,12 @@ def validate(cfg: DictConfig | TurnRLConfig) -> TurnRLConfig:
     config = cfg if isinstance(cfg, TurnRLConfig) else OmegaConf.to_object(cfg)
     if not isinstance(config, TurnRLConfig):
         raise ValueError(f"expected a TurnRL config (turnrl_schema), got {type(config).__name__}")
-    require(config.env.name in envs.ENV_IDS, "env.name", config.env.name, str(sorted(envs.ENV_IDS)))
-    try:
-        envs.make(config.env.name, **config.env.kwargs).close()
-    except TypeError as error:  # an unknown constructor keyword
-        raise ValueError(f"env.kwargs for {config.env.name!r}: {error}") from None
-    except ValueError as error:
-        raise ValueError(f"env.kwargs for {config.env.name!r}: {error}") from None
+    for key, env in env_nodes(config):
+        require(env.name in envs.ENV_IDS, key + ".name", env.name, str(sorted(envs.ENV_IDS)))
+        try:
+            envs.make(env.name, **env.kwargs).close()
+        except (TypeError, ValueError) as error:  # TypeError: an unknown constructor keyword
+            raise ValueError(f"{key}.kwargs for {env.name!r}: {error}") from None
     require(not config.agent_proxy.use_turn_scores or config.algorithm.token_estimator is not None,
             "agent_proxy.use_turn_scores", True, f"false with algorithm.adv_estimator="
             f"{config.algorithm.adv_estimator!r}, which takes one reward per episode (turn scores need gae)")

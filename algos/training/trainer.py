@@ -4,7 +4,7 @@
 DeepSpeed engine, rollout backend), then repeats ``train_step``, which reads top to bottom::
 
     batch      = rollout(step)                                   # env_groups x group_size episodes
-    kept       = filter_groups(rewards[G, K], ...)               # RAGEN: groups ranked by reward std
+    kept       = filter_groups(rewards[G, K], ...)               # RAGEN: by reward std (none kept: re-roll)
     adv[G', K] = compute_advantages(rewards[kept], estimator)    # GRPO / Dr. GRPO / SR-GRPO / ...
     A[b, t]    = adv[b] on every generated token t (loss_mask)
                  (gae: A, R = GAE of the token rewards and the critic's values, algos.training.critic)
@@ -13,7 +13,7 @@ DeepSpeed engine, rollout backend), then repeats ``train_step``, which reads top
     for ppo_epochs, for mini-batches:                            # one optimizer step each
         loss = policy_loss(logp, old_logp, A) + kl_loss_coef * KL - entropy_coeff * H
     gae: the critic's update on R (the actor's is skipped in steps 1..critic.warmup)
-    log; validate every test_freq steps; checkpoint every save_freq steps
+    log; validate every test_freq steps; checkpoint every save_freq steps; stop early (early_stop_*)
 
 Steps count from 1 everywhere (rollout levels, sampling seeds, metrics rows, ``global_step_<k>``).
 The weights reach the rollout backend in one place, ``rollout_engine_in_sync``, before any rollout
@@ -48,9 +48,11 @@ from algos.training.actor import needs_old_log_probs, sequence_log_probs, update
 from algos.training.checkpoint import resume_checkpoint, save_checkpoint
 from algos.training.critic import Critic
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
+from algos.training.early_stopping import HISTORY_KEY, RewardVarianceWatch
 from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
 from algos.training.format_warmup import format_warmup, warmup_skip_reason
+from algos.training.group_selection import collect_groups
 from algos.training.layout import latest_checkpoint
 from algos.training.lora import enable_gradient_checkpointing, frozen_reference
 from algos.training.memory import limit_heap_slack, peak_rss_gib
@@ -171,13 +173,9 @@ class Trainer:
         """Roll out, filter, compute advantages, update the policy; return the step's metrics."""
         start = time.perf_counter()
         self.logger.phase("rollout")
-        batch = self.play_train_groups(step)
+        batch, rewards, kept, filter_metrics = collect_groups(lambda a: self.play_train_groups(step, a), self.rollout_cfg)
         rollout_s = time.perf_counter() - start
         metrics = {**batch.metrics, **episode_metrics(batch)}
-
-        groups = self.config.es_manager.train
-        rewards = batch.episode_reward.view(groups.env_groups, groups.group_size)
-        kept, filter_metrics = self.rollout_cfg.keep_groups(rewards, batch.loss_mask.sum(dim=1).view_as(rewards))
         if self.critic is None:
             advantages, adv_metrics = compute_advantages(rewards[kept], **advantage_options(self.config))
             update_batch = UpdateBatch.from_rollout(batch.select(kept), advantages.flatten())
@@ -221,21 +219,21 @@ class Trainer:
             self.synced_version = self.policy_version
         return self.rollout_engine
 
-    def play_train_groups(self, step: int) -> RolloutBatch:
-        """The step's episodes. With several ranks, each plays its contiguous share of the step's groups
-        (levels still depend only on (seed, step)) and every rank gets the gathered batch of all groups."""
+    def play_train_groups(self, step: int, attempt: int = 0) -> RolloutBatch:
+        """The step's episodes (``attempt``: re-roll index). With several ranks, each plays its contiguous share
+        of the step's groups (levels still depend only on (seed, step, attempt)) and every rank gets them all."""
         rollout = self.rollout_cfg
         params = SamplingParams(temperature=rollout.temperature, top_p=rollout.top_p,
                                 max_new_tokens=rollout.response_length, seed=step_seed(self.config.seed, step))
         engine = self.rollout_engine_in_sync()
         if self.world_size == 1:
-            return engine.rollout(step, params)
+            return engine.rollout(step, params, attempt=attempt)
         share = group_share(self.config.es_manager.train.env_groups, self.rank, self.world_size)
-        return gather_rollout(engine.rollout(step, params, groups=share, shard=self.rank), engine.pad_token_id)
+        return gather_rollout(engine.rollout(step, params, share, self.rank, attempt), engine.pad_token_id)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Episodes on the held-out levels (greedy unless ``val_kwargs.do_sample``), as ``val/*`` metrics."""
+        """Held-out episodes (greedy unless ``val_kwargs.do_sample``) as ``val/*``, ``val/<tag>/*``, ``val/pass@k``."""
         tic = time.perf_counter()
         val = self.rollout_cfg.val_kwargs
         params = SamplingParams(temperature=val.temperature if val.do_sample else 0.0, top_p=val.top_p,
@@ -251,7 +249,8 @@ class Trainer:
             append_validation_episodes(self.run_dir, self.step, batch)
         metrics = {key.replace("timing/", "timing/val_") if key.startswith("timing/") else "val/" + key.split("/", 1)[-1]:
                    value for key, value in batch.metrics.items()}
-        return metrics | {"val/reward": batch.episode_reward.mean().item(), "timing/val_s": time.perf_counter() - tic}
+        return metrics | batch.pass_at_k() | {"val/reward": batch.episode_reward.mean().item(),
+                                             "timing/val_s": time.perf_counter() - tic}
 
     # ----------------------------------------------------------------- the loop
     def fit(self, run_config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -264,14 +263,15 @@ class Trainer:
             run_config=run_config or {}, total_steps=trainer.total_training_steps, start_step=self.step,
             wandb_run_id=self.resumed_state.get("wandb_run_id"))
         metrics: dict[str, float] = {}
-        stopping = False
+        stopping, collapsed, watch = False, False, RewardVarianceWatch(trainer, self.resumed_state)
         with StopRequest() as stop:
             if self.step == 0 and (self.warmup_metrics or trainer.val_before_train):
                 logger.log(self.warmup_metrics | (self.validate() if trainer.val_before_train else {}), step=0)
-            while self.step < trainer.total_training_steps and not stopping:
+            while self.step < trainer.total_training_steps and not stopping and not collapsed:
                 self.step += 1
                 metrics = self.train_step(self.step)
-                last = self.step == trainer.total_training_steps
+                collapsed = watch.after_step(metrics)  # trainer.early_stop_on_zero_variance
+                last = self.step == trainer.total_training_steps or collapsed
                 if trainer.test_freq > 0 and (self.step % trainer.test_freq == 0 or last):
                     metrics |= self.validate()
                 logger.log(metrics, step=self.step)
@@ -281,15 +281,15 @@ class Trainer:
                 stopping = any_rank(bool(stop), self.engine.device)  # a signal may reach some ranks only
                 if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stopping:
                     path = save_checkpoint(self.engine, self.ckpt_dir, self.step,
-                                           {"wandb_run_id": logger.wandb_run_id, "logger_step": self.step},
+                                           {"wandb_run_id": logger.wandb_run_id, "logger_step": self.step,
+                                            HISTORY_KEY: watch.history},
                                            keep=trainer.max_ckpt_to_keep, critic=getattr(self.critic, "engine", None))
                     logger.write(f"checkpoint: {path}")
         export = export_hf_model(self.engine, self.tokenizer, self.run_dir, self.step)
         outputs = logger.finish()
         if self.rank == 0:
             say(f"hf model:       {export}")
-        return {"step": self.step, "metrics": metrics, "stopped_by": stop.signal_name, "hf_model": export,
-                **outputs}
+        return {"step": self.step, "metrics": metrics, "stopped_by": stop.signal_name, "hf_model": export, **outputs}
 
 
 def train(config: TurnRLConfig, run_dir: Path, run_config: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -10,6 +10,12 @@
 # (logger.wandb.group).
 # A failing job is reported and the others go on; the exit status is 1 if any job failed.
 #
+# Scale (conf/scale): --model_size 0.5B/3B/7B runs at scale=ragen, RAGEN's GPU settings (group_size 16,
+# 5 turns, 400-token replies, lr 1e-6, ...) on RAGEN's env configs (sokoban -> coord_sokoban, frozenlake ->
+# coord_frozenlake, bandit validated on Bandit + BanditTest); 135M runs at scale=cpu on the plain envs.
+# --scale overrides the choice. Before anything runs the script prints the composed key settings
+# (scripts/config_summary.py, which also validates them); --dry-run prints those and the commands only.
+#
 # Environment: TURNRL_PYTHON (interpreter; default the repo's .venv), TURNRL_COMPARE_DIR (run root;
 # default <repo>/runs/compare). Plot the result with:
 #   python scripts/plot_compare.py '<out>/<task>/*' --out <out>/<task>/summary
@@ -26,7 +32,11 @@ declare -A JOB_ALGO=(
   [GRPO-NoFilter]=grpo [DrGRPO-NoFilter]=drgrpo [DrGRPO-Soft]=drgrpo_soft
   [GRPO-Filter0.5]=grpo [DrGRPO-Filter0.5]=drgrpo [DrGRPO-Soft-Filter0.5]=drgrpo_soft
 )
-declare -A MODEL_CONFIG=([135M]=smollm2_135m [0.5B]=qwen2.5_0.5b_instruct [3B]=qwen2.5_3b_instruct)
+declare -A MODEL_CONFIG=(
+  [135M]=smollm2_135m [0.5B]=qwen2.5_0.5b_instruct [3B]=qwen2.5_3b_instruct [7B]=qwen2.5_7b_instruct
+)
+declare -A MODEL_SCALE=([135M]=cpu [0.5B]=ragen [3B]=ragen [7B]=ragen)
+declare -A RAGEN_ENV=([bandit]=bandit [sokoban]=coord_sokoban [frozenlake]=coord_frozenlake)  # _1/_2/_3 configs
 
 usage() {
   cat <<EOF
@@ -34,13 +44,14 @@ Usage: $(basename "$0") [options] [-- HYDRA_OVERRIDE ...]
 
   --task TASK          bandit | sokoban | frozenlake (required)
   --steps N            training steps per job (default 200)
-  --model_size SIZE    135M (embedded SmolLM2, CPU) | 0.5B | 3B (default 3B)
+  --model_size SIZE    135M (embedded SmolLM2, CPU) | 0.5B | 3B | 7B (default 3B)
+  --scale SCALE        cpu | ragen (default: cpu for 135M, ragen for the Qwen sizes)
   --gpus LIST          comma-separated GPU ids, one job per GPU at a time (default 0,1,2,3,4,5,6,7),
                        or 'cpu' to run the jobs one after another on CPU
   --seeds LIST         comma-separated training seeds (default 0)
   --env_groups N       env groups per step, even, >= 2 (default 8): NoFilter keeps top_k = N groups,
                        Filter0.5 keeps top_k = N/2
-  --dry-run            print the commands and exit
+  --dry-run            print the composed key settings and the commands, run nothing
   -h, --help           this message
 
 Overrides after '--' go to every job, e.g. -- es_manager.train.group_size=16 logger.wandb.mode=online
@@ -55,11 +66,11 @@ die_usage() {
 
 is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
-TASK="" STEPS=200 MODEL_SIZE=3B GPUS="0,1,2,3,4,5,6,7" SEEDS="0" ENV_GROUPS=8 DRY_RUN=0
+TASK="" STEPS=200 MODEL_SIZE=3B GPUS="0,1,2,3,4,5,6,7" SEEDS="0" ENV_GROUPS=8 DRY_RUN=0 SCALE=""
 EXTRA=()
 while (($#)); do
   case "$1" in
-    --task | --steps | --model_size | --gpus | --seeds | --env_groups)
+    --task | --steps | --model_size | --gpus | --seeds | --env_groups | --scale)
       (($# >= 2)) || die_usage "$1 needs a value"
       case "$1" in
         --task) TASK="$2" ;;
@@ -68,6 +79,7 @@ while (($#)); do
         --gpus) GPUS="$2" ;;
         --seeds) SEEDS="$2" ;;
         --env_groups) ENV_GROUPS="$2" ;;
+        --scale) SCALE="$2" ;;
       esac
       shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
@@ -83,7 +95,11 @@ case "$TASK" in
   *) die_usage "--task '$TASK' is not one of bandit, sokoban, frozenlake" ;;
 esac
 { is_uint "$STEPS" && ((STEPS >= 1)); } || die_usage "--steps '$STEPS' must be an integer >= 1"
-[[ -n "${MODEL_CONFIG[$MODEL_SIZE]+set}" ]] || die_usage "--model_size '$MODEL_SIZE' is not one of 135M, 0.5B, 3B"
+[[ -n "${MODEL_CONFIG[$MODEL_SIZE]+set}" ]] || die_usage "--model_size '$MODEL_SIZE' is not one of 135M, 0.5B, 3B, 7B"
+SCALE="${SCALE:-${MODEL_SCALE[$MODEL_SIZE]}}"
+[[ "$SCALE" == cpu || "$SCALE" == ragen ]] || die_usage "--scale '$SCALE' is not one of cpu, ragen"
+ENV_CONFIG="$TASK"
+[[ "$SCALE" == ragen ]] && ENV_CONFIG="${RAGEN_ENV[$TASK]}"
 { is_uint "$ENV_GROUPS" && ((ENV_GROUPS >= 2 && ENV_GROUPS % 2 == 0)); } ||
   die_usage "--env_groups '$ENV_GROUPS' must be an even integer >= 2 (Filter0.5 keeps half)"
 [[ "$SEEDS" =~ ^[0-9]+(,[0-9]+)*$ ]] || die_usage "--seeds '$SEEDS' must be comma-separated integers, e.g. 0,1"
@@ -99,7 +115,7 @@ job_command() {
   [[ "$job" == *Filter0.5 ]] && top_k=$((ENV_GROUPS / 2))
   CMD=(env "CUDA_VISIBLE_DEVICES=$device"
     "$PYTHON" "$REPO/scripts/train.py"
-    "env=$TASK" "algo=${JOB_ALGO[$job]}" "model=${MODEL_CONFIG[$MODEL_SIZE]}" "seed=$seed"
+    "scale=$SCALE" "env=$ENV_CONFIG" "algo=${JOB_ALGO[$job]}" "model=${MODEL_CONFIG[$MODEL_SIZE]}" "seed=$seed"
     "logger.wandb.group=$GROUP"
     "trainer.total_training_steps=$STEPS"
     "es_manager.train.env_groups=$ENV_GROUPS"
@@ -116,7 +132,13 @@ for seed in "${SEED_LIST[@]}"; do
   for job in "${JOBS[@]}"; do QUEUE+=("$job $seed"); done
 done
 
+# The key settings every job shares (the commands differ in algo, filter value, seed and GPU only).
+job_command "${JOBS[0]}" "${SEED_LIST[0]}" ""
+echo "scale=$SCALE env=$ENV_CONFIG model=${MODEL_CONFIG[$MODEL_SIZE]}; key settings of every job:"
+"$PYTHON" "$REPO/scripts/config_summary.py" "${CMD[@]:4}" || exit 2
+
 if ((DRY_RUN)); then
+  echo "commands:"
   for index in "${!QUEUE[@]}"; do
     read -r job seed <<<"${QUEUE[$index]}"
     device=""  # cpu: no GPU visible; GPUs: the first round's assignment (later, the first free GPU)
