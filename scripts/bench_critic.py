@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from agents.rollout import RolloutBatch
 from algos.training.compose import compose_config
 from algos.training.memory import peak_rss_gib
+from algos.training.recorded_batch import FixedRollout, load_batch, save_batch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,33 +39,20 @@ def config(algo: str, steps: int):
     return compose_config([*RUN, f"algo={algo}", f"trainer.total_training_steps={steps}"])
 
 
-class FixedRollout:
-    """Every step gets the recorded batch; weight pushes are no-ops."""
-
-    def __init__(self, batch: RolloutBatch) -> None:
-        self.batch, self.backend = batch, self
-
-    def update_weights(self, model: torch.nn.Module) -> None:
-        pass
-
-    def rollout(self, step: int, params: object) -> RolloutBatch:
-        return self.batch
-
-
 def record(path: Path) -> None:
     """Play one training rollout with the embedded model and save it."""
     from algos.training.trainer import Trainer
 
     trainer = Trainer(config("drgrpo_soft", 1), Path(tempfile.mkdtemp(prefix="bench_critic_record-")))
     trainer.setup()
-    torch.save(vars(trainer.play_train_groups(1)), path)  # tensors and plain types: loads weights-only
+    save_batch(trainer.play_train_groups(1), path)
 
 
 def step(algo: str, batch_path: Path, steps: int, out: Path) -> None:
     """``steps`` steps of ``algo`` on the recorded batch; the last step's metrics and the peak RSS."""
     from algos.training.trainer import Trainer
 
-    batch = RolloutBatch(**torch.load(batch_path, weights_only=True))
+    batch = load_batch(batch_path)
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench_critic_{algo}-"))
     result = Trainer(config(algo, steps), run_dir, rollout_engine=FixedRollout(batch)).fit()
     metrics = {key: value for key, value in result["metrics"].items() if key.startswith(("timing/", "critic/"))}

@@ -16,18 +16,17 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from agents.rollout import RolloutBatch
+from algos.training.compose import compose_config
 from algos.training.lora import trainable_parameters
-from algos.training.schema import register_schema, validate
+from algos.training.memory import peak_rss_gib
+from algos.training.recorded_batch import FixedRollout, load_batch, save_batch
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"full": 0, "lora_r8": 8, "lora_r32": 32}
@@ -38,23 +37,7 @@ RUN = ["env=bandit", "logger=console", "logger.progress_bar=false", "es_manager.
 
 
 def config(lora_rank: int):
-    register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return validate(compose(config_name="config",
-                                overrides=[*RUN, f"actor_rollout_ref.model.lora_rank={lora_rank}"]))
-
-
-class FixedRollout:
-    """Every step gets the recorded batch; weight pushes are no-ops."""
-
-    def __init__(self, batch: RolloutBatch) -> None:
-        self.batch, self.backend = batch, self
-
-    def update_weights(self, model: torch.nn.Module) -> None:
-        pass
-
-    def rollout(self, step: int, params: object) -> RolloutBatch:
-        return self.batch
+    return compose_config([*RUN, f"actor_rollout_ref.model.lora_rank={lora_rank}"])
 
 
 def record(path: Path) -> None:
@@ -63,7 +46,7 @@ def record(path: Path) -> None:
 
     trainer = Trainer(config(0), Path(tempfile.mkdtemp(prefix="bench_lora_record-")))
     trainer.setup()
-    torch.save(trainer.play_train_groups(1), path)
+    save_batch(trainer.play_train_groups(1), path)
 
 
 def folder_bytes(folder: Path) -> int:
@@ -74,14 +57,14 @@ def step(variant: str, batch_path: Path, out: Path) -> None:
     """One step of ``variant`` on the recorded batch: its timings, peak RSS and checkpoint size."""
     from algos.training.trainer import Trainer
 
-    batch = torch.load(batch_path, weights_only=False)  # written by record() in this run
+    batch = load_batch(batch_path)
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench_lora_{variant}-"))
     trainer = Trainer(config(VARIANTS[variant]), run_dir, rollout_engine=FixedRollout(batch))
     result = trainer.fit()
     metrics = {key: value for key, value in result["metrics"].items() if key.startswith(("timing/", "rollout/logprob"))}
     out.write_text(json.dumps({
         "metrics": metrics,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": peak_rss_gib(),
         "checkpoint_mib": folder_bytes(run_dir / "checkpoints" / "global_step_1") / 2**20,
         "trainable_parameters": trainable_parameters(trainer.engine.module),
     }))

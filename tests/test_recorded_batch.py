@@ -1,0 +1,35 @@
+"""A recorded rollout round-trips through its file weights-only, and replays at every step."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from agents.rollout import RolloutBatch
+from algos.training.recorded_batch import FixedRollout, load_batch, save_batch
+
+
+def test_a_recorded_batch_round_trips_and_replays(tmp_path):
+    ids = torch.tensor([[5, 6, 7], [5, 8, 0]])
+    batch = RolloutBatch(input_ids=ids, attention_mask=(ids > 0).long(), loss_mask=torch.tensor([[0, 1, 1], [0, 1, 0]]),
+                         group_index=torch.tensor([0, 0]), episode_reward=torch.tensor([1.0, 0.0]),
+                         success=torch.tensor([True, False]), num_turns=torch.tensor([1, 1]),
+                         truncated=torch.tensor([False, False]), seeds=torch.tensor([3, 3]),
+                         turns=[[{"role": "user", "content": "hi"}], []], metrics={"reward": 0.5}, group_size=2)
+    save_batch(batch, tmp_path / "batch.pt")
+    loaded = load_batch(tmp_path / "batch.pt")
+    assert torch.equal(loaded.input_ids, ids) and loaded.turns == batch.turns and loaded.metrics == {"reward": 0.5}
+    assert FixedRollout(loaded).rollout(7, None, attempt=2) is loaded
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("ran",))
+
+
+def test_a_pickled_object_is_refused(tmp_path):
+    torch.save({"input_ids": Payload()}, tmp_path / "evil.pt", pickle_module=pickle)
+    with pytest.raises(pickle.UnpicklingError):
+        load_batch(tmp_path / "evil.pt")
