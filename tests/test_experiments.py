@@ -281,7 +281,9 @@ def test_evaluate_a_checkpoint_greedy_and_sampled(compare_run, tmp_path):
     evaluate.main(["--checkpoint", str(run_dir), "--num-seeds", "3", "--samples", "2", "--out", str(out)])
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["policy"] == "DrGRPO-Soft-seed0 @ hf_model (step 1)"  # the export: same step as the checkpoint
-    assert report["overrides"][-1] == f"actor_rollout_ref.model.path='{run_dir / 'hf_model'}'"
+    # the export holds merged weights: its folder is the model, with no adapters on top
+    assert report["overrides"][-2:] == [f"actor_rollout_ref.model.path='{run_dir / 'hf_model'}'",
+                                        "actor_rollout_ref.model.lora_rank=0"]
     results = {r["mode"]: r for r in report["results"]}
     assert (results["greedy"]["episodes"], results["sampled"]["episodes"]) == (3, 6)
     for r in results.values():

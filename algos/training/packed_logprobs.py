@@ -95,8 +95,9 @@ def grouped_response_logits(
     a Hugging Face causal LM, a value model with the same call (``algos.training.critic``) or an engine
     that passes keyword arguments on to one (DeepSpeed).
     Falls back to the plain forward when no two episodes share a prefix, when ``group_index`` is None,
-    when the model's attention takes no 4D mask (only ``sdpa`` and ``eager`` do) and when a packed
-    row would exceed ``MAX_PACKED_TOKENS`` (its ``L x L`` mask would cost more than it saves).
+    when the model's attention takes no 4D mask (only ``sdpa`` and ``eager`` do), when a packed
+    row would exceed ``MAX_PACKED_TOKENS``, and when packing would cost more compute than it saves
+    (:func:`packing_pays`: long multi-turn members make the packed row's ``L x L`` attention dominate).
     """
     lengths = attention_mask.sum(dim=1)
     width = input_ids.shape[1]
@@ -109,7 +110,8 @@ def grouped_response_logits(
         unit_of_row, prefix_length = sharing_units(input_ids, lengths, group_index, min_shared_tokens)
         # packed row u: its prefix once plus each member's own tokens; checked before any L x L mask exists
         packed_length = prefix_length.clone().index_add_(0, unit_of_row, lengths - prefix_length[unit_of_row])
-        packable = len(prefix_length) < len(input_ids) and int(packed_length.max()) <= MAX_PACKED_TOKENS
+        packable = (len(prefix_length) < len(input_ids) and int(packed_length.max()) <= MAX_PACKED_TOKENS
+                    and packing_pays(lengths, packed_length, config))
     if not packable:
         return response_logits(model, input_ids, attention_mask, response_mask)
 
@@ -132,6 +134,22 @@ PACKABLE_ATTENTION = frozenset({"sdpa", "eager"})
 
 MAX_PACKED_TOKENS = 8192
 """Longest packed row: its boolean attention mask has ``L^2`` entries (64 Mi at this length)."""
+
+
+def packing_pays(lengths: torch.Tensor, packed_length: torch.Tensor, config: object) -> bool:
+    """Whether the packed rows cost fewer FLOPs per layer than the plain rows, with a token's cost
+    ``c * (4 h^2 + 3 h f) + 4 h L`` (projections and MLP, then attention over its row of ``L`` tokens;
+    ``h`` hidden, ``f`` MLP width, ``c = 2``): packing removes repeated prefix tokens but makes a row
+    ``L_packed`` long. A 5-turn FrozenLake group of 8 (a 311-token prompt, ~600 own tokens each) packs
+    to ~5.1k tokens and costs ~1.4x its plain rows; one-turn Bandit groups pack at ~0.2x."""
+    hidden = getattr(config, "hidden_size", None)
+    if hidden is None:
+        return True
+    token = 2 * (4 * hidden**2 + 3 * hidden * getattr(config, "intermediate_size", 4 * hidden))
+    def cost(rows: torch.Tensor) -> float:
+        rows = rows.double()
+        return float((token * rows + 4 * hidden * rows**2).sum())
+    return cost(packed_length) < cost(lengths)
 
 
 @dataclass
