@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from algos.training.tracking import validation_scores, validation_summary
+from algos.training.tracking import keep_rows_up_to, read_metrics, validation_scores, validation_summary
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_learning.py"
 spec = importlib.util.spec_from_file_location("bench_learning_script", SCRIPT)
@@ -66,3 +66,12 @@ def test_the_run_summary_gives_first_and_last_validation_with_intervals(tmp_path
     assert validation_summary(tmp_path / "run") == (
         "validation success: step 0 0.500 [0.000, 1.000] (n=2) -> step 3 1.000 [1.000, 1.000] (n=2)")
     assert validation_summary(tmp_path / "empty") is None
+
+
+def test_a_resumed_run_keeps_rows_up_to_its_checkpoint_even_after_a_torn_line(tmp_path):
+    path = tmp_path / "trajectories.jsonl"  # a run killed while writing its step-3 rows
+    path.write_text(json.dumps({"step": 1, "seed": 7}) + "\n" + json.dumps({"step": 2}) + "\n" + '{"step": 3, "se')
+    keep_rows_up_to(path, 1)
+    assert read_metrics(path) == [{"step": 1, "seed": 7}]
+    keep_rows_up_to(tmp_path / "absent.jsonl", 1)
+    assert not (tmp_path / "absent.jsonl").exists()

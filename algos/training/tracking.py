@@ -19,7 +19,7 @@ from agents.console import bar, say
 from agents.rollout import RolloutBatch
 from algos.statistics import bootstrap_ci
 from algos.training.schema import LoggerConfig
-from algos.training.trajectories import TRAJECTORIES_FILE, append_rows, read_rows, wandb_table
+from algos.training.trajectories import TRAJECTORIES_FILE, append_rows, wandb_table
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "learning_curve.png"
@@ -31,7 +31,7 @@ CURVE_SERIES = (  # (metric key, label) drawn on the learning curve when present
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All rows of a ``metrics.jsonl`` (a torn last line, from a killed run, is skipped)."""
+    """All rows of a JSON-lines file such as ``metrics.jsonl`` (a torn last line, from a killed run, is skipped)."""
     if not path.is_file():
         return []
     rows = []
@@ -41,6 +41,14 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def keep_rows_up_to(path: Path, step: int) -> None:
+    """Drop the rows of ``path`` (JSON lines with a ``step``) logged after ``step``: a resumed run then writes
+    exactly what an uninterrupted one would have; a missing file stays missing."""
+    if path.is_file():
+        kept = [row for row in read_metrics(path) if row.get("step", 0) <= step]
+        path.write_text("".join(json.dumps(row) + "\n" for row in kept))
 
 
 def plot_learning_curve(rows: list[dict[str, Any]], path: Path) -> Path | None:
@@ -91,12 +99,10 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / METRICS_FILE
-        kept = [row for row in read_metrics(self.metrics_path) if row.get("step", 0) <= start_step]
-        self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
         self.trajectories_path = self.run_dir / TRAJECTORIES_FILE
-        if self.trajectories_path.is_file():
-            kept = [row for row in read_rows(self.trajectories_path) if row["step"] <= start_step]
-            self.trajectories_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        for path in (self.metrics_path, self.trajectories_path):
+            keep_rows_up_to(path, start_step)
+        self.metrics_path.touch()  # every run has one, even before its first step
         self.wandb_run = None
         if config.backend == "wandb":
             self.wandb_run = self._start_wandb(config, project, name, run_config, wandb_run_id)

@@ -68,10 +68,6 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def wandb_table(rows: list[dict[str, Any]], limit: int = 4):
     """A ``wandb.Table`` of the first ``limit`` rows, one per episode, its turns as readable text."""
     import wandb
