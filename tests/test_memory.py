@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from algos.training.memory import PeakRSS
+from algos.training.memory import PeakRSS, peak_rss_gib, reset_peak_rss
 
 
 def test_peak_rss_sampler_sees_a_64_mib_block_held_while_it_samples():
@@ -23,3 +23,15 @@ def test_peak_rss_sampler_sees_a_64_mib_block_held_while_it_samples():
 def test_peak_rss_sampler_rejects_a_non_positive_interval():
     with pytest.raises(ValueError, match="interval_s=0"):
         PeakRSS(interval_s=0)
+
+
+@pytest.mark.skipif(not reset_peak_rss(), reason="needs Linux /proc/self/clear_refs")
+def test_peak_rss_since_reset_forgets_a_freed_block_and_sees_a_new_one():
+    block = b"\x01" * (256 * 2**20)
+    del block  # freed: the peak so far keeps it, the count after a reset must not
+    before_reset = peak_rss_gib()
+    assert reset_peak_rss()
+    after_reset = peak_rss_gib()
+    assert after_reset < before_reset - 200 / 1024
+    block = b"\x02" * (64 * 2**20)
+    assert len(block) and peak_rss_gib() >= after_reset + 60 / 1024

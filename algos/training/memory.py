@@ -9,6 +9,7 @@ import ctypes.util
 import resource
 import sys
 import threading
+from pathlib import Path
 
 import psutil
 
@@ -53,6 +54,17 @@ def peak_rss_gib() -> float:
     """Peak resident memory of this process in GiB (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def reset_peak_rss() -> bool:
+    """Restart this process's peak-RSS count (Linux: ``VmHWM`` via ``/proc/self/clear_refs``, which
+    ``getrusage``'s ``ru_maxrss`` reads), so a later :func:`peak_rss_gib` covers one phase (e.g. training
+    without the model load). False where ``/proc`` has no ``clear_refs``."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 class PeakRSS:
