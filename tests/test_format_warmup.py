@@ -17,7 +17,14 @@ from agents.demonstrations import Demonstration, balanced_draws, format_demonstr
 from agents.parsing import parse_reply
 from agents.prompts import prefill_text
 from agents.rollout import AgentConfig, RolloutEngine
-from algos.training.format_warmup import backward_reply_nll, demonstration_batch, format_warmup, reply_nll
+from algos.training.compose import compose_config
+from algos.training.format_warmup import (
+    backward_reply_nll,
+    demonstration_batch,
+    format_warmup,
+    reply_nll,
+    warmup_lr,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -143,3 +150,10 @@ def test_warmup_makes_held_out_demonstrations_likelier(tokenizer):
 def test_warmup_rejects_more_levels_per_step_than_levels(tiny):
     with pytest.raises(ValueError, match=r"levels_per_step=3 with 2 levels.*allowed: 1 <= levels_per_step"):
         format_warmup(tiny, _hand_levels(), levels_per_step=3, lr=1e-3, pad_token_id=0)
+
+
+def test_warmup_lr_is_the_lora_rate_only_when_adapters_train():
+    full = compose_config(["env=bandit", "format_warmup.lr=2e-4", "format_warmup.lora_lr=3e-3"])
+    lora = compose_config(["env=bandit", "format_warmup.lr=2e-4", "format_warmup.lora_lr=3e-3",
+                           "actor_rollout_ref.model.lora_rank=8"])
+    assert warmup_lr(full) == 2e-4 and warmup_lr(lora) == 3e-3

@@ -104,6 +104,13 @@ def format_warmup(
             "format_warmup/seconds": time.perf_counter() - start}
 
 
+def warmup_lr(config: TurnRLConfig) -> float:
+    """The warm-up's learning rate: ``format_warmup.lora_lr`` when only LoRA adapters train
+    (``actor_rollout_ref.model.lora_rank > 0``), else ``format_warmup.lr``."""
+    warmup = config.format_warmup
+    return warmup.lora_lr if config.actor_rollout_ref.model.lora_rank > 0 else warmup.lr
+
+
 def warmup_skip_reason(config: TurnRLConfig) -> str | None:
     """Why a fresh run skips its ``format_warmup.steps`` (None: it runs): any model but the embedded one
     (a TurnRL export or another model already writes the format; warming it up would push a trained

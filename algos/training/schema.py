@@ -188,6 +188,10 @@ class FormatWarmupConfig:
     """0 = off."""
     lr: float = 1e-4
     """Constant AdamW learning rate of the warm-up (its own optimizer, dropped afterwards)."""
+    lora_lr: float = 1e-3
+    """The warm-up's learning rate when only LoRA adapters train (``actor_rollout_ref.model.lora_rank > 0``):
+    low-rank updates need ~10x full fine-tuning's rate. At ``lr`` (1e-4) a rank-32 (alpha 32) warm-up left the 135M
+    model's reply NLL at 1.44 (0.55 in full fine-tuning) and 99% of FrozenLake replies malformed; 1e-3 reached 0.70."""
     levels_per_step: int = 2
     """Levels per step; ``steps * levels_per_step`` distinct levels are demonstrated, each once."""
     replies_per_level: int = 4
@@ -196,6 +200,7 @@ class FormatWarmupConfig:
     def __post_init__(self) -> None:
         require(self.steps >= 0, "format_warmup.steps", self.steps, ">= 0 (0 = off)")
         require(self.lr > 0, "format_warmup.lr", self.lr, "> 0")
+        require(self.lora_lr > 0, "format_warmup.lora_lr", self.lora_lr, "> 0")
         require(self.levels_per_step >= 1, "format_warmup.levels_per_step", self.levels_per_step, ">= 1")
         require(self.replies_per_level >= 1, "format_warmup.replies_per_level", self.replies_per_level, ">= 1")
 

@@ -51,7 +51,7 @@ from algos.training.data_parallel import any_rank, gather_rollout, group_share, 
 from algos.training.early_stopping import HISTORY_KEY, RewardVarianceWatch
 from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
-from algos.training.format_warmup import format_warmup, warmup_skip_reason
+from algos.training.format_warmup import format_warmup, warmup_lr, warmup_skip_reason
 from algos.training.group_selection import collect_groups
 from algos.training.layout import latest_checkpoint
 from algos.training.lora import enable_gradient_checkpointing, frozen_reference
@@ -145,7 +145,7 @@ class Trainer:
             return {}
         levels = format_demonstrations(self.config.agent_config(), self.tokenizer, warmup.steps * warmup.levels_per_step,
                                        warmup.replies_per_level, self.rollout_cfg.response_length, seed=self.config.seed)
-        metrics = format_warmup(self.model, levels, warmup.levels_per_step, warmup.lr, pad_token_id(self.tokenizer))
+        metrics = format_warmup(self.model, levels, warmup.levels_per_step, warmup_lr(self.config), pad_token_id(self.tokenizer))
         self.policy_version += 1
         say(f"format warm-up: {warmup.steps} steps, reply NLL {metrics['format_warmup/loss_start']:.3f} -> "
               f"{metrics['format_warmup/loss_end']:.3f} in {metrics['format_warmup/seconds']:.0f} s")
