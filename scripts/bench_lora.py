@@ -2,8 +2,8 @@
 
     python scripts/bench_lora.py [--out benchmarks/lora.json] [--threads 1] [--steps 2]
 
-A Bandit batch (4 groups x 4 episodes, at most 48 new tokens, temperature 1) is played once by the
-embedded SmolLM2-135M (fp32, hf backend, no format warm-up) and saved; then each variant runs ``--steps``
+A Bandit batch (``recorded_batch.RECORDED_BANDIT_BATCH``: 4 groups x 4 episodes, at most 48 new tokens,
+temperature 1) is played once by the embedded SmolLM2-135M and saved; then each variant runs ``--steps``
 ``algo=drgrpo_soft`` steps on it in its own process (a fixed rollout: no generation time) and writes a
 checkpoint. Two steps, because full fine-tuning's AdamW moments exist only from the first optimizer step
 on and stay resident through every later forward/backward. Reported: the last step's ``timing/step_s``
@@ -18,38 +18,29 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 from algos.training.compose import compose_config
 from algos.training.lora import trainable_parameters
-from algos.training.memory import peak_rss_gib, reset_peak_rss
-from algos.training.recorded_batch import FixedRollout, load_batch, save_batch
+from algos.training.recorded_batch import (
+    RECORDED_BANDIT_BATCH,
+    add_child_arguments,
+    record_batch,
+    run_variants,
+    train_on_batch,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"full": 0, "lora_r8": 8, "lora_r32": 32}
-RUN = ["env=bandit", "logger=console", "logger.progress_bar=false", "es_manager.train.env_groups=4",
-       "es_manager.train.group_size=4", "actor_rollout_ref.rollout.response_length=48", "algo=drgrpo_soft",
-       "actor_rollout_ref.rollout.name=hf", "trainer.test_freq=-1", "format_warmup.steps=0",
-       "trainer.save_freq=1"]
+RUN = [*RECORDED_BANDIT_BATCH, "algo=drgrpo_soft", "trainer.save_freq=1"]
 
 
 def config(lora_rank: int, steps: int = 1):
     return compose_config([*RUN, f"trainer.total_training_steps={steps}",
                            f"actor_rollout_ref.model.lora_rank={lora_rank}"])
-
-
-def record(path: Path) -> None:
-    """Play one training rollout with the embedded model and save it."""
-    from algos.training.trainer import Trainer
-
-    trainer = Trainer(config(0), Path(tempfile.mkdtemp(prefix="bench_lora_record-")))
-    trainer.setup()
-    save_batch(trainer.play_train_groups(1), path)
 
 
 def folder_bytes(folder: Path) -> int:
@@ -58,21 +49,11 @@ def folder_bytes(folder: Path) -> int:
 
 def train(variant: str, steps: int, batch_path: Path, out: Path) -> None:
     """``steps`` steps of ``variant`` on the recorded batch: timings, peak RSS and checkpoint size."""
-    from algos.training.trainer import Trainer
-
-    batch = load_batch(batch_path)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"bench_lora_{variant}-"))
-    trainer = Trainer(config(VARIANTS[variant], steps), run_dir, rollout_engine=FixedRollout(batch))
-    trainer.setup()
-    lifetime_peak = peak_rss_gib()
-    reset_peak_rss()
-    result = trainer.fit()
+    trainer, result, peaks = train_on_batch(config(VARIANTS[variant], steps), batch_path)
     metrics = {key: value for key, value in result["metrics"].items() if key.startswith(("timing/", "rollout/logprob"))}
     out.write_text(json.dumps({
-        "metrics": metrics,
-        "train_peak_rss_gib": peak_rss_gib(),
-        "peak_rss_gib": max(lifetime_peak, peak_rss_gib()),
-        "checkpoint_mib": folder_bytes(run_dir / "checkpoints" / f"global_step_{steps}") / 2**20,
+        "metrics": metrics, **peaks,
+        "checkpoint_mib": folder_bytes(trainer.ckpt_dir / f"global_step_{steps}") / 2**20,
         "trainable_parameters": trainable_parameters(trainer.engine.module),
     }))
 
@@ -98,26 +79,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "lora.json")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2, help="training steps per variant (>= 2 shows AdamW's share)")
-    parser.add_argument("--role", choices=["main", "record", "train"], default="main", help=argparse.SUPPRESS)
-    parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=Path, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
+    add_child_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.role == "record":
-        return record(args.batch)
+        return record_batch(config(0), args.batch)
     if args.role == "train":
         return train(args.variant, args.steps, args.batch, args.result)
-    work = Path(tempfile.mkdtemp(prefix="bench_lora-"))
-    batch = work / "batch.pt"
-    child = [sys.executable, __file__, "--threads", str(args.threads), "--steps", str(args.steps),
-             "--batch", str(batch)]
-    subprocess.run([*child, "--role", "record"], check=True)
-    results = {}
-    for variant in VARIANTS:  # one process each: the peak RSS is that variant's alone
-        subprocess.run([*child, "--role", "train", "--variant", variant, "--result", str(work / f"{variant}.json")],
-                       check=True)
-        results[variant] = json.loads((work / f"{variant}.json").read_text())
+    results = run_variants(Path(__file__), VARIANTS, ["--threads", str(args.threads), "--steps", str(args.steps)])
     report = {
         "command": " ".join(["python", "scripts/bench_lora.py", *sys.argv[1:]]),
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents.rollout import RolloutBatch
-from algos.training.recorded_batch import FixedRollout, load_batch, save_batch
+from algos.training.recorded_batch import FixedRollout, load_batch, run_variants, save_batch
 
 
 def test_a_recorded_batch_round_trips_and_replays(tmp_path):
@@ -33,3 +33,24 @@ def test_a_pickled_object_is_refused(tmp_path):
     torch.save({"input_ids": Payload()}, tmp_path / "evil.pt", pickle_module=pickle)
     with pytest.raises(pickle.UnpicklingError):
         load_batch(tmp_path / "evil.pt")
+
+
+CHILD = '''
+import argparse, json
+from algos.training.recorded_batch import add_child_arguments
+parser = argparse.ArgumentParser()
+parser.add_argument("--tag")
+add_child_arguments(parser)
+args = parser.parse_args()
+if args.role == "record":
+    args.batch.write_text("recorded")
+elif args.role == "train":
+    args.result.write_text(json.dumps({"variant": args.variant, "tag": args.tag, "batch": args.batch.read_text()}))
+'''
+
+
+def test_run_variants_records_once_then_trains_each_variant_in_its_own_child(tmp_path):
+    script = tmp_path / "bench_child.py"
+    script.write_text(CHILD)
+    results = run_variants(script, ["a", "b"], ["--tag", "t"])
+    assert results == {name: {"variant": name, "tag": "t", "batch": "recorded"} for name in ("a", "b")}

@@ -134,3 +134,20 @@ def test_update_weights_makes_engine_log_probs_match_the_trainer(engine, trainer
     finally:
         engine.update_weights(model)
     assert torch.allclose(engine.log_probs([sequence])[0], before, atol=1e-5)
+
+
+def test_sampled_tokens_log_probs_match_the_trainer_within_the_fp32_bound(engine, trainer):
+    # the rollout batch's rollout_log_probs on this backend: the sampler's log-prob of each sampled token
+    # at temperature T is the trainer's log softmax(logits / T) of the same token, to FP32_LOGPROB_TOLERANCE
+    model, tokenizer = trainer
+    prompts = [chat_prompt(tokenizer, "Name three colors."), chat_prompt(tokenizer, "Name an animal.")]
+    temperature = 0.7
+    params = SamplingParams(temperature=temperature, max_new_tokens=16, stop=(), seed=11)
+    completions, sampled_log_probs = engine.generate_scored(prompts, params)
+    for prompt, completion, log_probs in zip(prompts, completions, sampled_log_probs, strict=True):
+        assert len(completion) == len(log_probs) >= 4
+        sequence = prompt + completion
+        with torch.no_grad():
+            logits = model(torch.tensor([sequence])).logits[0, len(prompt) - 1 : -1].float() / temperature
+        expected = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(completion)[:, None])[:, 0]
+        assert torch.allclose(torch.tensor(log_probs), expected, atol=FP32_LOGPROB_TOLERANCE)
