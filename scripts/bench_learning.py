@@ -69,10 +69,19 @@ def summarise(env: str, runs: dict[int, Path], walls: dict[int, float], override
         "env": env, "seeds": sorted(runs), "overrides": overrides, "date": date.today().isoformat(),
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs", "levels": int(first.shape[1]),
         "validation": curve, "wall_min": {seed: walls[seed] / 60 for seed in runs},
+        "run_min": {seed: run_minutes(path) for seed, path in runs.items()},
         "time_per_step_s": timing, "peak_rss_gib": max(row["timing/peak_rss_gib"] for row in every),
         "train_success": {seed: [row["rollout/success_rate"] for row in seed_rows] for seed, seed_rows in rows.items()},
         "first_vs_last": aggregate_across_runs({f"step {common[0]}": first, f"step {common[-1]}": last}),
     }
+
+
+def run_minutes(run_dir: Path) -> float:
+    """A run's own time from its metrics: format warm-up + training steps + validations, in minutes. Model
+    loads and restarts are left out, so a run stopped and resumed counts what it computed, once."""
+    rows = read_metrics(run_dir / METRICS_FILE)
+    return sum(row.get(key, 0.0) for row in rows
+               for key in ("format_warmup/seconds", "timing/step_s", "timing/val_s")) / 60
 
 
 def plot(record: dict, path: Path) -> None:
@@ -100,8 +109,9 @@ def markdown(record: dict) -> str:
               for row in record["validation"]]
     timing = record["time_per_step_s"]
     lines += ["", f"Time per step {timing['step_s']:.1f} s (rollout {timing['rollout_s']:.1f}, log-probs "
-              f"{timing['log_prob_s']:.1f}, update {timing['update_s']:.1f}); wall per run "
-              f"{', '.join(f'{m:.1f}' for m in record['wall_min'].values())} min; peak RSS "
+              f"{timing['log_prob_s']:.1f}, update {timing['update_s']:.1f}); per run: warm-up + steps + "
+              f"validations {', '.join(f'{m:.1f}' for m in record['run_min'].values())} min, wall time of this "
+              f"invocation {', '.join(f'{m:.1f}' for m in record['wall_min'].values())} min; peak RSS "
               f"{record['peak_rss_gib']:.2f} GiB."]
     return "\n".join(lines) + "\n"
 

@@ -19,7 +19,7 @@ spec.loader.exec_module(bench)
 
 def write_run(path: Path, successes: dict[int, list[int]], step_s: float, rss: float) -> None:
     path.mkdir(parents=True)
-    rows = [{"step": 0}] + [{"step": step, "rollout/success_rate": 0.5, "timing/rollout_s": step_s / 2,
+    rows = [{"step": 0, "format_warmup/seconds": 30.0, "timing/val_s": 6.0}] + [{"step": step, "rollout/success_rate": 0.5, "timing/rollout_s": step_s / 2,
                              "timing/log_prob_s": 0.0, "timing/update_s": step_s / 2, "timing/step_s": step_s,
                              "timing/peak_rss_gib": rss} for step in (1, 2)]
     (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -41,6 +41,7 @@ def test_summary_gives_per_step_intervals_over_seeds_and_levels(tmp_path):
     assert end["low"] < 8 / 12 < end["high"] and end["high"] == 1.0  # all-seed-0 resamples reach 1.0
     assert record["time_per_step_s"]["step_s"] == pytest.approx(20.0) and record["peak_rss_gib"] == 3.5
     assert record["levels"] == 4 and record["wall_min"] == {0: 1.0, 1: 2.0, 2: 3.0}
+    assert record["run_min"] == pytest.approx({0: (36 + 20) / 60, 1: (36 + 40) / 60, 2: (36 + 60) / 60})
     # per level, 2 of 3 runs succeed at step 2 against all-fail at step 0: P(X > Y) + P(X = Y) / 2 = 2/3 + 1/6
     improvement = record["first_vs_last"]["probability_of_improvement"]["step 2"]["step 0"]["estimate"]
     assert improvement == pytest.approx(5 / 6)
