@@ -25,6 +25,7 @@ from algos.training.compose import compose_config
 from algos.training.recorded_batch import (
     RECORDED_BANDIT_BATCH,
     add_child_arguments,
+    gib_text,
     record_batch,
     run_variants,
     train_on_batch,
@@ -54,10 +55,12 @@ def markdown(report: dict) -> str:
         m = rows[algo]["metrics"]
         lines.append(f"| {algo} | {m['timing/step_s']:.1f} | {m['timing/update_s']:.1f} | "
                      f"{m.get('timing/critic_values_s', 0.0):.1f} | {m.get('timing/critic_update_s', 0.0):.1f} | "
-                     f"{rows[algo]['train_peak_rss_gib']:.2f} | {rows[algo]['peak_rss_gib']:.2f} |")
+                     f"{gib_text(rows[algo]['train_peak_rss_gib'])} | {rows[algo]['peak_rss_gib']:.2f} |")
     ppo = rows["ppo"]
+    extra = (None if ppo["train_peak_rss_gib"] is None or base["train_peak_rss_gib"] is None
+             else ppo["train_peak_rss_gib"] - base["train_peak_rss_gib"])
     lines.append(f"\nppo / drgrpo_soft: step time {ppo['metrics']['timing/step_s'] / base['metrics']['timing/step_s']:.2f}x, "
-                 f"training peak RSS +{ppo['train_peak_rss_gib'] - base['train_peak_rss_gib']:.2f} GiB")
+                 f"training peak RSS +{gib_text(extra)} GiB")
     return "\n".join(lines)
 
 

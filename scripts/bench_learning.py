@@ -2,8 +2,8 @@
 
 Trains ``--seeds`` runs of ``scripts/train.py bench=<env>`` (the settings in ``conf/bench/<env>.yaml``:
 held-out validation on 64 levels before RL and every ``trainer.test_freq`` steps), ``--parallel`` at a
-time with one torch thread each, then reports per validation step the success rate over seeds x levels
-with a 95% interval (bootstrap over seeds, then levels: ``algos.statistics``), the wall time, the time
+time with one torch thread each, each seed on training levels of its own (``train_levels_start``), then
+reports per validation step the success rate over seeds x levels with a 95% interval (bootstrap over seeds, then levels: ``algos.statistics``), the wall time, the time
 per step split into rollout / log-prob / update, and the peak RSS. Writes
 ``benchmarks/learning_<env>.json``, ``.md`` and the curve ``.png``::
 
@@ -33,6 +33,13 @@ from algos.training.tracking import METRICS_FILE, read_metrics, validation_score
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = ("bandit", "frozenlake", "sokoban")
+LEVELS_PER_SEED = 100_000
+
+
+def train_levels_start(seed: int) -> int:
+    """First training level of seed ``seed``'s run: ``10000 + 100000 * seed``, so seeds train on different
+    levels (independent runs) and never on the held-out validation levels (123, 124, ...)."""
+    return 10_000 + LEVELS_PER_SEED * seed
 
 
 def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str]) -> float:
@@ -42,7 +49,8 @@ def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str
         return float(json.loads((run_dir / "wall_s.json").read_text())) if (run_dir / "wall_s.json").is_file() else 0.0
     command = [sys.executable, str(REPO / "scripts" / "train.py"), f"bench={env}", f"seed={seed}", "logger=console",
                "logger.progress_bar=false", f"trainer.total_training_steps={steps}", "trainer.save_freq=10",
-               "trainer.resume=auto", f"hydra.run.dir={run_dir}", *overrides]
+               "trainer.resume=auto", f"hydra.run.dir={run_dir}",
+               f"es_manager.train_seed_start={train_levels_start(seed)}", *overrides]
     environment = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

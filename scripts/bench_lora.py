@@ -28,6 +28,8 @@ from algos.training.lora import trainable_parameters
 from algos.training.recorded_batch import (
     RECORDED_BANDIT_BATCH,
     add_child_arguments,
+    gib_text,
+    ratio_text,
     record_batch,
     run_variants,
     train_on_batch,
@@ -67,8 +69,8 @@ def markdown(report: dict) -> str:
     for variant in VARIANTS:
         row, m = rows[variant], rows[variant]["metrics"]
         lines.append(f"| {variant} | {row['trainable_parameters']:,} | {m['timing/step_s']:.1f} | "
-                     f"{m['timing/update_s']:.1f} | {row['train_peak_rss_gib']:.2f} | {row['peak_rss_gib']:.2f} | "
-                     f"{row['checkpoint_mib']:.1f} | {row['train_peak_rss_gib'] / full['train_peak_rss_gib']:.2f} | "
+                     f"{m['timing/update_s']:.1f} | {gib_text(row['train_peak_rss_gib'])} | {row['peak_rss_gib']:.2f} | "
+                     f"{row['checkpoint_mib']:.1f} | {ratio_text(row['train_peak_rss_gib'], full['train_peak_rss_gib'])} | "
                      f"{row['peak_rss_gib'] / full['peak_rss_gib']:.2f} | "
                      f"{row['checkpoint_mib'] / full['checkpoint_mib']:.3f} |")
     return "\n".join(lines)

@@ -76,3 +76,14 @@ def test_a_resumed_run_keeps_rows_up_to_its_checkpoint_even_after_a_torn_line(tm
     assert read_metrics(path) == [{"step": 1, "seed": 7}]
     keep_rows_up_to(tmp_path / "absent.jsonl", 1)
     assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_each_seed_trains_on_levels_of_its_own_never_the_validation_levels():
+    # 1000 steps of 64 groups fit in a seed's block of levels; validation plays 123, 124, ... (64 levels)
+    steps, groups, validation = 1000, 64, set(range(123, 123 + 64))
+    levels = {seed: set(range(bench.train_levels_start(seed), bench.train_levels_start(seed) + steps * groups))
+              for seed in range(5)}
+    assert bench.train_levels_start(0) == 10_000 and bench.train_levels_start(2) == 210_000
+    for seed, mine in levels.items():
+        assert not mine & validation
+        assert all(not mine & levels[other] for other in levels if other != seed)

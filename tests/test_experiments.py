@@ -112,6 +112,8 @@ def test_dry_run_on_cpu_lists_every_seed_with_no_gpu_visible():
     assert all(o["model"] == "smollm2_135m" and o["trainer.total_training_steps"] == "200" for _, o, _ in parsed)
     assert all(o["scale"] == "cpu" and o["env"] == "bandit" for _, o, _ in parsed)
     assert [o["actor_rollout_ref.rollout.rollout_filter_value"] for _, o, _ in parsed[:6]] == ["8"] * 3 + ["4"] * 3
+    # the six jobs of a seed share its training levels (paired); the seeds' levels differ (independent runs)
+    assert [o["es_manager.train_seed_start"] for _, o, _ in parsed] == ["10000"] * 6 + ["110000"] * 6
 
 
 @pytest.mark.parametrize("args", [

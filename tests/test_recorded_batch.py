@@ -54,3 +54,38 @@ def test_run_variants_records_once_then_trains_each_variant_in_its_own_child(tmp
     script.write_text(CHILD)
     results = run_variants(script, ["a", "b"], ["--tag", "t"])
     assert results == {name: {"variant": name, "tag": "t", "batch": "recorded"} for name in ("a", "b")}
+
+
+class StubTrainer:
+    """Stands in for the trainer: setup and fit do nothing, so only the peak bookkeeping runs."""
+
+    def __init__(self, config, run_dir, rollout_engine):
+        self.rollout_engine = rollout_engine
+
+    def setup(self):
+        pass
+
+    def fit(self):
+        return {"steps": 0}
+
+
+@pytest.mark.parametrize(("restarted", "expected_train_peak"), [(True, 2.5), (False, None)])
+def test_the_training_peak_is_reported_only_where_it_could_be_restarted(tmp_path, monkeypatch, restarted,
+                                                                        expected_train_peak):
+    import algos.training.recorded_batch as recorded
+    import algos.training.trainer as trainer_module
+
+    ids = torch.tensor([[5, 6]])
+    save_batch(RolloutBatch(input_ids=ids, attention_mask=ids, loss_mask=ids, group_index=torch.tensor([0]),
+                            episode_reward=torch.tensor([1.0]), success=torch.tensor([True]),
+                            num_turns=torch.tensor([1]), truncated=torch.tensor([False]), seeds=torch.tensor([0]),
+                            turns=[[]], metrics={}, group_size=1), tmp_path / "batch.pt")
+    monkeypatch.setattr(trainer_module, "Trainer", StubTrainer)
+    monkeypatch.setattr(recorded, "reset_peak_rss", lambda: restarted)
+    peaks = iter([4.0, 2.5])  # lifetime peak before training, then the peak read after fit()
+    monkeypatch.setattr(recorded, "peak_rss_gib", lambda: next(peaks))
+    _, result, reported = recorded.train_on_batch(None, tmp_path / "batch.pt")
+    assert result == {"steps": 0}
+    assert reported == {"train_peak_rss_gib": expected_train_peak, "peak_rss_gib": 4.0}
+    assert recorded.gib_text(reported["train_peak_rss_gib"]) == ("2.50" if restarted else "n/a")
+    assert recorded.ratio_text(reported["train_peak_rss_gib"], 5.0) == ("0.50" if restarted else "n/a")

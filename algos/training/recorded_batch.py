@@ -14,12 +14,16 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from agents.rollout import RolloutBatch
 from algos.training.memory import peak_rss_gib, reset_peak_rss
+
+if TYPE_CHECKING:  # the trainer is imported when a child process needs it, not by the bench scripts' parents
+    from algos.training.schema import TurnRLConfig
+    from algos.training.trainer import Trainer
 
 RECORDED_BANDIT_BATCH = ["env=bandit", "logger=console", "logger.progress_bar=false", "es_manager.train.env_groups=4",
                          "es_manager.train.group_size=4", "actor_rollout_ref.rollout.response_length=48",
@@ -49,7 +53,7 @@ class FixedRollout:
         return self.batch
 
 
-def record_batch(config: Any, path: Path) -> None:
+def record_batch(config: TurnRLConfig, path: Path) -> None:
     """Play one training rollout under ``config`` (a composed TurnRL config) and save it to ``path``."""
     from algos.training.trainer import Trainer
 
@@ -58,20 +62,31 @@ def record_batch(config: Any, path: Path) -> None:
     save_batch(trainer.play_train_groups(1), path)
 
 
-def train_on_batch(config: Any, batch_path: Path) -> tuple[Any, dict[str, Any], dict[str, float]]:
+def train_on_batch(config: TurnRLConfig, batch_path: Path) -> tuple[Trainer, dict[str, Any], dict[str, float | None]]:
     """``trainer.total_training_steps`` steps of ``config`` on the recorded batch: ``(trainer, fit result,
     peaks)`` with ``peaks["peak_rss_gib"]`` over the process's life and ``peaks["train_peak_rss_gib"]``
-    over the training steps alone (counted from after the model load and warm-up: ``reset_peak_rss``)."""
+    over the training steps alone (counted from after the model load and warm-up: ``reset_peak_rss``), or
+    None where the peak cannot be restarted (no ``/proc/self/clear_refs``): never the lifetime figure."""
     from algos.training.trainer import Trainer
 
     run_dir = Path(tempfile.mkdtemp(prefix="recorded_batch_train-"))
     trainer = Trainer(config, run_dir, rollout_engine=FixedRollout(load_batch(batch_path)))
     trainer.setup()
     before = peak_rss_gib()
-    reset_peak_rss()
+    restarted = reset_peak_rss()
     result = trainer.fit()
-    train_peak = peak_rss_gib()
-    return trainer, result, {"train_peak_rss_gib": train_peak, "peak_rss_gib": max(before, train_peak)}
+    after = peak_rss_gib()
+    return trainer, result, {"train_peak_rss_gib": after if restarted else None, "peak_rss_gib": max(before, after)}
+
+
+def gib_text(value: float | None) -> str:
+    """A peak in GiB for a table; "n/a" for a peak that was not measured (None)."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def ratio_text(value: float | None, reference: float | None) -> str:
+    """``value / reference`` for a table; "n/a" when either was not measured (None)."""
+    return "n/a" if value is None or reference is None else f"{value / reference:.2f}"
 
 
 def run_variants(script: Path, variants: Iterable[str], child_args: list[str]) -> dict[str, dict]:

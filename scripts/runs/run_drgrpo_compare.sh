@@ -7,7 +7,8 @@
 # scheduled over a GPU list, one job per GPU at a time (more jobs than GPUs queue), or one after
 # another on CPU. Each job gets its own run dir <out>/<task>/<job>-seed<s> (stdout+stderr in job.log
 # there, metrics.jsonl, checkpoints, hf_model) and its own wandb run, grouped as drgrpo-compare-<task>
-# (logger.wandb.group).
+# (logger.wandb.group). The six jobs of a seed train on the same levels (a paired comparison); each seed
+# has levels of its own (es_manager.train_seed_start = 10000 + 100000 * seed), so seeds are independent.
 # A failing job is reported and the others go on; the exit status is 1 if any job failed.
 #
 # Scale (conf/scale): --model_size 0.5B/3B/7B runs at scale=ragen, RAGEN's GPU settings (group_size 16,
@@ -122,6 +123,7 @@ job_command() {
     "actor_rollout_ref.rollout.rollout_filter_strategy=top_k"
     "actor_rollout_ref.rollout.rollout_filter_value=$top_k"
     "trainer.experiment_name=$job-seed$seed"
+    "es_manager.train_seed_start=$((10000 + 100000 * seed))"
     "system.CUDA_VISIBLE_DEVICES=$device"
     "hydra.run.dir=$OUT_ROOT/$TASK/$job-seed$seed"
     "${EXTRA[@]}")
