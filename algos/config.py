@@ -160,7 +160,7 @@ class RolloutFilterConfig:
     """top_p: linear (cumulative share of the score total) | softmax (nucleus over softmax(score))."""
     rollout_filter_max_rerolls: int = 0
     """0: a filter that would keep nothing keeps every group. N > 0: it keeps nothing and the trainer
-    collects a fresh batch, at most N times in a row, then stops with an error (RAGEN)."""
+    collects a fresh batch, at most N times in a row (RAGEN), then trains the last one whole."""
 
     def __post_init__(self) -> None:
         try:

@@ -179,18 +179,7 @@ def filter_groups(
 
 
 def should_reroll(kept: torch.Tensor, rerolls_done: int, max_rerolls: int) -> bool:
-    """Whether the trainer should collect a fresh batch because the filter kept no group (RAGEN's re-roll).
-
-    False when ``kept`` is non-empty; True when it is empty and ``rerolls_done < max_rerolls``; once the
-    cap is spent, a ``RuntimeError`` that names ``rollout_filter_max_rerolls`` and the ways out.
-    """
-    if kept.numel() > 0:
-        return False
-    if rerolls_done < max_rerolls:
-        return True
-    raise RuntimeError(
-        f"the rollout filter kept no group in {rerolls_done + 1} batch(es) in a row "
-        f"(actor_rollout_ref.rollout.rollout_filter_max_rerolls={max_rerolls}): every group scored 0 and "
-        "rollout_filter_include_zero is false. Raise rollout_filter_max_rerolls, set "
-        "rollout_filter_include_zero=true, or make the task give varied rewards."
-    )
+    """Whether the trainer should collect a fresh batch because the filter kept no group (RAGEN's re-roll):
+    True when ``kept`` is empty and ``rerolls_done < max_rerolls``. Once the cap is spent the caller trains
+    the last batch whole, as with no re-roll at all: a stretch of flat batches never ends a run."""
+    return kept.numel() == 0 and rerolls_done < max_rerolls

@@ -6,6 +6,7 @@ run's :class:`RolloutConfig`, so the trainer's step reads as "roll out, select, 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -13,6 +14,8 @@ import torch
 from agents.rollout import RolloutBatch
 from algos.filtering import should_reroll
 from algos.training.schema import RolloutConfig
+
+logger = logging.getLogger("turnrl")
 
 
 def collect_groups(play: Callable[[int], RolloutBatch], config: RolloutConfig
@@ -22,15 +25,26 @@ def collect_groups(play: Callable[[int], RolloutBatch], config: RolloutConfig
     Groups are ranked by ``rollout_filter_metric`` (``length`` = generated tokens per episode) and kept by
     :meth:`RolloutConfig.keep_groups`. With ``rollout_filter_max_rerolls = N > 0`` a batch where the filter
     keeps none is replaced by ``play(1)``, ``play(2)``, ... (re-rolls: fresh levels and sampling seeds), at
-    most N times, then a ``RuntimeError`` (:func:`algos.should_reroll`); the metrics then include
-    ``rollout/rerolls`` (the re-rolls this step needed). With N = 0 at least one group is kept.
+    most N times (:func:`algos.should_reroll`); the metrics then include ``rollout/rerolls`` (the re-rolls
+    this step needed) and ``rollout/reroll_cap_spent`` (1 when the N-th re-roll was flat too: that batch
+    is trained whole, as with N = 0, and a warning is logged, so a collapsed policy never ends a long run).
+    With N = 0 at least one group is kept.
     """
     attempt, max_rerolls = 0, config.rollout_filter_max_rerolls
     while True:
         batch = play(attempt)
         rewards = batch.episode_reward.view(-1, batch.group_size)
-        kept, metrics = config.keep_groups(rewards, batch.loss_mask.sum(dim=1).view_as(rewards),
-                                           allow_empty=max_rerolls > 0)
+        lengths = batch.loss_mask.sum(dim=1).view_as(rewards)
+        kept, metrics = config.keep_groups(rewards, lengths, allow_empty=max_rerolls > 0)
         if not should_reroll(kept, attempt, max_rerolls):
-            return batch, rewards, kept, metrics | ({"rollout/rerolls": float(attempt)} if max_rerolls else {})
+            break
         attempt += 1
+    if not max_rerolls:
+        return batch, rewards, kept, metrics
+    cap_spent = kept.numel() == 0
+    if cap_spent:
+        logger.warning("the rollout filter kept no group in %d batches in a row "
+                       "(actor_rollout_ref.rollout.rollout_filter_max_rerolls=%d): training the last one whole",
+                       attempt + 1, max_rerolls)
+        kept, metrics = config.keep_groups(rewards, lengths, allow_empty=False)
+    return batch, rewards, kept, metrics | {"rollout/rerolls": float(attempt), "rollout/reroll_cap_spent": float(cap_spent)}
