@@ -1,7 +1,9 @@
 """The architecture move changed where the training code lives, not what it computes: fixed-seed
 tiny-model runs (Sokoban Dr. GRPO+ Soft and Bandit GRPO with a KL loss; 2 PPO epochs x 2 mini-batches x 2
 micro-batches, so gradient accumulation runs) log the metrics recorded before the move, at commit
-10c14c8, to float tolerance (``tests/fixtures/golden_metrics.json``, written by ``tests/golden_run.py``)."""
+10c14c8, to float tolerance (``tests/fixtures/golden_metrics.json``, written by ``tests/golden_run.py``).
+Records are per CPU vector capability (AVX2, AVX512): fp32 rounding differs between them and 80 warm-up
+steps at lr 1e-2 amplify it past any useful tolerance (Sokoban's warm-up loss 0.868 vs 0.845)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from golden_run import GOLDEN_RUNS, run
+from golden_run import GOLDEN_RUNS, cpu_capability, run
 
 from algos.training.schema import register_schema, validate
 from algos.training.trainer import train
@@ -22,7 +24,12 @@ register_schema()
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_RUNS))
 def test_training_logs_the_metrics_recorded_before_the_move(name):
-    expected = json.loads(FIXTURE.read_text())[name]
+    records = json.loads(FIXTURE.read_text())
+    assert {"AVX2", "AVX512"} <= set(records)
+    if cpu_capability() not in records:
+        pytest.skip(f"no golden metrics recorded on a {cpu_capability()} CPU (recorded: {sorted(records)}); "
+                    f"add them with: python tests/golden_run.py {FIXTURE}")
+    expected = records[cpu_capability()][name]
     rows = run(name, validate, train)
     assert [row["step"] for row in rows] == [row["step"] for row in expected] == [0, 1, 2, 3]
     assert any(row.get("actor/grad_norm", 0) > 0.1 for row in expected)  # the runs really learn something

@@ -218,11 +218,11 @@ def test_policy_learns_to_prefer_the_rewarded_answer(tokenizer, tmp_path):
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
 
 
-def _gradient_of_one_update(tokenizer, tmp_path, micro: int, mode: str) -> torch.Tensor:
+def _gradient_of_one_update(tokenizer, tmp_path, micro: int, mode: str, extra: tuple[str, ...] = ()) -> torch.Tensor:
     config = fake_run_config([f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
-                              f"actor_rollout_ref.actor.loss_agg_mode={mode}", "trainer.test_freq=-1"])
+                              f"actor_rollout_ref.actor.loss_agg_mode={mode}", "trainer.test_freq=-1", *extra])
     model = build_tiny_model(tokenizer, seed=0)
-    Trainer(config, tmp_path / str(micro), model=model, tokenizer=tokenizer,
+    Trainer(config, tmp_path / f"{micro}{len(extra)}", model=model, tokenizer=tokenizer,
             rollout_engine=FixedAnswers(tokenizer)).fit()
     return torch.cat([p.grad.flatten() for p in model.parameters()])
 
@@ -236,8 +236,39 @@ def test_gradient_accumulation_over_micro_batches_equals_the_full_batch(tokenize
     monkeypatch.setattr("algos.training.actor.accumulate", backward_only)
     full = _gradient_of_one_update(tokenizer, tmp_path, micro=8, mode=mode)
     split = _gradient_of_one_update(tokenizer, tmp_path, micro=3, mode=mode)
+    # by tokens (use_dynamic_bsz): a budget that fits two of these <= 12-token episodes per pass
+    from algos.training.update_batch import UpdateBatch
+
+    cut_sizes, cut = [], UpdateBatch.micro_batches
+
+    def recorded_cut(self, rows, size, max_tokens=None):
+        cuts = cut(self, rows, size, max_tokens)
+        cut_sizes.extend(len(c) for c in cuts if max_tokens is not None)
+        return cuts
+
+    monkeypatch.setattr(UpdateBatch, "micro_batches", recorded_cut)
+    by_tokens = _gradient_of_one_update(tokenizer, tmp_path, micro=8, mode=mode, extra=(
+        "actor_rollout_ref.actor.use_dynamic_bsz=true", "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=25"))
     assert full.abs().max() > 1e-3
     torch.testing.assert_close(split, full, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(by_tokens, full, atol=1e-6, rtol=1e-4)
+    assert sum(cut_sizes) == 8 and max(cut_sizes) == 2  # the 8 episodes went in passes of two
+
+
+def test_dynamic_micro_batches_hold_at_most_the_token_budget_in_order():
+    from algos.training.update_batch import UpdateBatch
+
+    lengths = [10, 30, 20, 50, 5, 5, 5]
+    mask = torch.tensor([[1] * n + [0] * (50 - n) for n in lengths])
+    batch = UpdateBatch(mask, mask, mask[:, 1:], mask[:, 1:].float(), torch.arange(7))
+    rows = torch.tensor([0, 1, 2, 3, 4, 5, 6])
+    cuts = [cut.tolist() for cut in batch.micro_batches(rows, size=4, max_tokens=60)]
+    # padded tokens = rows x longest: [10, 30] -> 60; + 20 -> 90 > 60; [20] + 50 -> 100; [50] alone (50);
+    # [5, 5, 5] -> 15
+    assert cuts == [[0, 1], [2], [3], [4, 5, 6]]
+    assert [cut.tolist() for cut in batch.micro_batches(rows, size=4)] == [[0, 1, 2, 3], [4, 5, 6]]
+    assert [cut.tolist() for cut in batch.micro_batches(rows, size=4, max_tokens=1)] == [[i] for i in range(7)]
+    assert batch.micro_batches(rows[:0], size=4, max_tokens=60) == []
 
 
 # ----------------------------------------------------------------- every algo yaml, one real step

@@ -35,13 +35,14 @@ from algos.training.update_batch import MicroBatch, UpdateBatch
 
 
 @torch.no_grad()
-def token_outputs(forward: Callable[[MicroBatch], torch.Tensor], batch: UpdateBatch, micro_batch_size: int,
+def token_outputs(forward: Callable[[MicroBatch], torch.Tensor], batch: UpdateBatch, settings: TrainerActorConfig,
                   device: torch.device, rank: int, world_size: int) -> torch.Tensor:
     """``[B, T-1]`` per-token outputs of ``forward`` (a micro-batch -> its ``[b, t-1]`` tensor), micro-batch
-    by micro-batch; with several ranks each computes its share of the rows and the sum over ranks
-    assembles them."""
+    by micro-batch (``settings``' size or token budget); with several ranks each computes its share of the
+    rows and the sum over ranks assembles them."""
     outputs = torch.zeros(batch.response_mask.shape)
-    chunks = list(torch.arange(len(batch)).split(micro_batch_size))
+    chunks = batch.micro_batches(torch.arange(len(batch)), settings.ppo_micro_batch_size_per_gpu,
+                                 settings.micro_batch_tokens)
     for index, is_padding in rank_share(chunks, rank, world_size):
         values = forward(batch.rows(index).to(device))
         if not is_padding:  # a padding pass only keeps the ranks' pass counts equal
@@ -58,7 +59,7 @@ def sequence_log_probs(model: torch.nn.Module, batch: UpdateBatch, actor: Traine
         return grouped_response_log_probs(model, micro.input_ids, micro.attention_mask, micro.response_mask,
                                           micro.group_index if actor.share_prompt_prefix else None, temperature)[0]
 
-    return token_outputs(forward, batch, actor.ppo_micro_batch_size_per_gpu, device, rank, world_size)
+    return token_outputs(forward, batch, actor, device, rank, world_size)
 
 
 def needs_old_log_probs(actor: TrainerActorConfig, batch_size: int) -> bool:
@@ -147,7 +148,8 @@ def optimise(engine: DeepSpeedEngine, batch: UpdateBatch, settings: TrainerActor
     for _ in range(settings.ppo_epochs):
         for mini in batch.epoch_order(settings.share_prompt_prefix, shuffle).split(settings.ppo_mini_batch_size):
             normaliser = loss_normaliser(batch.response_mask[mini], settings.loss_agg_mode)
-            micros = [batch.rows(rows) for rows in mini.split(settings.ppo_micro_batch_size_per_gpu)]
+            micros = [batch.rows(rows) for rows in
+                      batch.micro_batches(mini, settings.ppo_micro_batch_size_per_gpu, settings.micro_batch_tokens)]
             mine = rank_share(micros, rank, world_size)
             finite = True
             for i, (micro, is_padding) in enumerate(mine):

@@ -109,7 +109,7 @@ class Critic:
         """``[B, T-1]`` values of ``batch`` under the current critic."""
         self.engine.eval()
         return token_outputs(lambda micro: micro_batch_values(self.engine, micro, self.settings.share_prompt_prefix),
-                             batch, self.settings.ppo_micro_batch_size_per_gpu, self.engine.device, self.rank,
+                             batch, self.settings, self.engine.device, self.rank,
                              self.world_size)
 
     def advantage_batch(self, kept: RolloutBatch) -> tuple[UpdateBatch, dict[str, float]]:

@@ -64,6 +64,13 @@ class TrainerActorConfig(ActorConfig):
 
     ppo_micro_batch_size_per_gpu: int = 4
     """Episodes per forward/backward pass; gradients accumulate to a ``ppo_mini_batch_size`` step."""
+    use_dynamic_bsz: bool = False
+    """Cut micro-batches by tokens instead (verl's key): each forward/backward and log-prob pass holds as
+    many episodes as fit in ``ppo_max_token_len_per_gpu`` padded tokens (one episode at least), so the
+    activation memory is bounded however long the episodes grow. The loss is the same: each mini-batch's
+    normaliser is computed over the whole mini-batch."""
+    ppo_max_token_len_per_gpu: int = 16384
+    """With ``use_dynamic_bsz``: padded tokens (episodes x the longest) per pass, >= 1."""
     share_prompt_prefix: bool = True
     """Run the prompt shared by a group's episodes once per micro-batch, packed with the members' own
     tokens under a tree-shaped attention mask (``algos.training.packed_logprobs``): same log-probs and gradients,
@@ -77,11 +84,18 @@ class TrainerActorConfig(ActorConfig):
     """Truncated importance sampling: each token's policy loss times ``min(pi_old / pi_sampler, cap)``
     (``algos.training.actor``); > 1, or -1 = off. Needs a backend that returns rollout log-probs."""
 
+    @property
+    def micro_batch_tokens(self) -> int | None:
+        """A pass's token budget: ``ppo_max_token_len_per_gpu`` with ``use_dynamic_bsz``, else None."""
+        return self.ppo_max_token_len_per_gpu if self.use_dynamic_bsz else None
+
     def __post_init__(self) -> None:
         super().__post_init__()
         key = "actor_rollout_ref.actor."
         require(self.ppo_micro_batch_size_per_gpu >= 1, key + "ppo_micro_batch_size_per_gpu",
                  self.ppo_micro_batch_size_per_gpu, ">= 1")
+        require(self.ppo_max_token_len_per_gpu >= 1, key + "ppo_max_token_len_per_gpu",
+                self.ppo_max_token_len_per_gpu, ">= 1")
         require(self.zero_stage in (0, 1, 2, 3), key + "zero_stage", self.zero_stage, "0, 1, 2 or 3")
         require(self.bf16 in BF16_CHOICES, key + "bf16", self.bf16, str(list(BF16_CHOICES)))
         require(self.tis_imp_ratio_cap == -1 or self.tis_imp_ratio_cap > 1, key + "tis_imp_ratio_cap",

@@ -64,6 +64,20 @@ class UpdateBatch:
         return MicroBatch(self.input_ids[index, :width], self.attention_mask[index, :width], token[0], token[1],
                           self.group_index[index], *token[2:])
 
+    def micro_batches(self, rows: torch.Tensor, size: int, max_tokens: int | None = None) -> list[torch.Tensor]:
+        """``rows`` cut in order into micro-batches of ``size`` episodes or, with ``max_tokens`` (verl's
+        ``use_dynamic_bsz``), of as many episodes as fit in ``max_tokens`` padded tokens (rows x the
+        longest row); an episode longer than that goes alone."""
+        if max_tokens is None:
+            return list(rows.split(size))
+        cuts, start, longest = [], 0, 0
+        for i, length in enumerate(self.attention_mask[rows].sum(dim=1).tolist()):
+            if i > start and max(longest, length) * (i - start + 1) > max_tokens:
+                cuts.append(rows[start:i])
+                start, longest = i, 0
+            longest = max(longest, length)
+        return [*cuts, rows[start:]] if len(rows) else []
+
     def epoch_order(self, by_group: bool, generator: torch.Generator) -> torch.Tensor:
         """One PPO epoch's shuffled row order: whole groups (``by_group``, so micro-batches share a
         prompt) or single episodes."""
