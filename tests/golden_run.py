@@ -38,6 +38,7 @@ COMMON = [
     "format_warmup.steps=80",
     "format_warmup.lr=1e-2",
     "agent_proxy.enable_think=false",
+    "actor_rollout_ref.model.enable_gradient_checkpointing=false",  # as recorded (the default since 2026-12-02)
 ]
 GOLDEN_RUNS = {
     "sokoban_drgrpo_soft": ["env=sokoban", "algo=drgrpo_soft", "agent_proxy.max_turn=2"],
