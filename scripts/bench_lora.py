@@ -93,6 +93,7 @@ def main() -> None:
         "command": " ".join(["python", "scripts/bench_lora.py", *sys.argv[1:]]),
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "settings": {"overrides": RUN, "steps": args.steps, "threads": args.threads, "dtype": "float32",
+                     "gradient_checkpointing": compose_config(RUN).actor_rollout_ref.model.enable_gradient_checkpointing,
                      "model": "embedded SmolLM2-135M-Instruct", "lora": "lora_alpha 16, target_modules all-linear"},
         "results": results,
     }
