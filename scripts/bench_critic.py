@@ -60,7 +60,7 @@ def markdown(report: dict) -> str:
     extra = (None if ppo["train_peak_rss_gib"] is None or base["train_peak_rss_gib"] is None
              else ppo["train_peak_rss_gib"] - base["train_peak_rss_gib"])
     lines.append(f"\nppo / drgrpo_soft: step time {ppo['metrics']['timing/step_s'] / base['metrics']['timing/step_s']:.2f}x, "
-                 f"training peak RSS +{gib_text(extra)} GiB")
+                 f"training peak RSS {'n/a' if extra is None else f'{extra:+.2f} GiB'}")
     return "\n".join(lines)
 
 
@@ -81,7 +81,9 @@ def main() -> None:
         "command": " ".join(["python", "scripts/bench_critic.py", *sys.argv[1:]]),
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "settings": {"overrides": RECORDED_BANDIT_BATCH, "steps": args.steps, "threads": args.threads,
-                     "dtype": "float32", "model": "embedded SmolLM2-135M-Instruct"},
+                     "dtype": "float32", "model": "embedded SmolLM2-135M-Instruct",
+                     "gradient_checkpointing":
+                         compose_config(RECORDED_BANDIT_BATCH).actor_rollout_ref.model.enable_gradient_checkpointing},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Fixed-seed tiny-model training runs whose metrics pin the trainer's behaviour across refactors.
 
-``python tests/golden_run.py OUT.json`` records ``{name: [per-step metrics]}`` for each run in
+``python tests/golden_run.py OUT.json [--replace]`` records ``{name: [per-step metrics]}`` for each run in
 ``GOLDEN_RUNS`` under this CPU's vector capability (``torch.backends.cpu.get_cpu_capability()``: the
 fp32 kernels, and so the rounding that 80 warm-up steps at lr 1e-2 amplify, differ between AVX2 and
 AVX512 machines), keeping the other capabilities' records in OUT.json; ``tests/test_golden_metrics.py``
@@ -72,7 +72,10 @@ if __name__ == "__main__":
     from algos.training.trainer import train
 
     register_schema()
-    out = Path(sys.argv[1])
+    out, replace = Path(sys.argv[1]), "--replace" in sys.argv[2:]
     records = json.loads(out.read_text()) if out.is_file() else {}
+    if cpu_capability() in records and not replace:
+        sys.exit(f"{out} already holds {cpu_capability()} figures; rerecording them from changed code would hide "
+                 "a regression. Record from the reference commit, or pass --replace to overwrite on purpose.")
     records[cpu_capability()] = {name: run(name, validate, train) for name in GOLDEN_RUNS}
     out.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")

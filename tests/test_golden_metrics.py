@@ -28,7 +28,7 @@ def test_training_logs_the_metrics_recorded_before_the_move(name):
     assert {"AVX2", "AVX512"} <= set(records)
     if cpu_capability() not in records:
         pytest.skip(f"no golden metrics recorded on a {cpu_capability()} CPU (recorded: {sorted(records)}); "
-                    f"add them with: python tests/golden_run.py {FIXTURE}")
+                    f"add them from a reference commit with: python tests/golden_run.py {FIXTURE}")
     expected = records[cpu_capability()][name]
     rows = run(name, validate, train)
     assert [row["step"] for row in rows] == [row["step"] for row in expected] == [0, 1, 2, 3]

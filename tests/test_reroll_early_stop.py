@@ -56,17 +56,21 @@ def test_an_empty_keep_is_rerolled_on_fresh_levels(tokenizer, tmp_path):
     assert result["step"] == 1
 
 
-def test_once_the_cap_is_spent_the_last_batch_is_trained_whole_and_the_run_goes_on(tokenizer, tmp_path, caplog):
-    # step 1: three flat batches (the cap of 2 spent); step 2: the first batch varies
+def test_once_the_cap_is_spent_the_last_batch_is_trained_whole_and_the_run_goes_on(tokenizer, tmp_path, capsys):
+    # step 1: three flat batches (the cap of 2 spent); step 2: the first batch varies. top_k 1 of 2 groups:
+    # a spent cap still trains both (the filter's own fallback would keep one)
     engine = ScriptedRewards(tokenizer, lambda step, attempt: FLAT if step == 1 else VARIED)
     result, rows = fit(tokenizer, tmp_path, engine, [*NO_ZERO_GROUPS, "trainer.total_training_steps=2",
+                                                     "actor_rollout_ref.rollout.rollout_filter_value=1",
                                                      "actor_rollout_ref.rollout.rollout_filter_max_rerolls=2"])
     assert engine.calls == [(1, 0), (1, 1), (1, 2), (2, 0)] and result["step"] == 2
     assert (rows[0]["rollout/rerolls"], rows[0]["rollout/reroll_cap_spent"]) == (2.0, 1.0)
     assert rows[0]["rollout/filter_kept_ratio"] == 1.0  # the flat batch, every group
+    assert rows[0]["rollout/chosen_in_group_std"] == rows[0]["rollout/in_group_std"] == 0.0
     assert (rows[1]["rollout/rerolls"], rows[1]["rollout/reroll_cap_spent"]) == (0.0, 0.0)
     assert rows[1]["rollout/filter_kept_ratio"] == 0.5
-    assert "kept no group in 3 batches in a row" in caplog.text and "max_rerolls=2" in caplog.text
+    printed = capsys.readouterr()
+    assert "kept no group in 3 batches in a row" in printed.out + printed.err and "max_rerolls=2" in printed.out + printed.err
 
 
 def test_without_rerolls_an_empty_keep_keeps_every_group(tokenizer, tmp_path):

@@ -6,16 +6,14 @@ run's :class:`RolloutConfig`, so the trainer's step reads as "roll out, select, 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import torch
 
+from agents.console import say
 from agents.rollout import RolloutBatch
 from algos.filtering import should_reroll
 from algos.training.schema import RolloutConfig
-
-logger = logging.getLogger("turnrl")
 
 
 def collect_groups(play: Callable[[int], RolloutBatch], config: RolloutConfig
@@ -26,8 +24,8 @@ def collect_groups(play: Callable[[int], RolloutBatch], config: RolloutConfig
     :meth:`RolloutConfig.keep_groups`. With ``rollout_filter_max_rerolls = N > 0`` a batch where the filter
     keeps none is replaced by ``play(1)``, ``play(2)``, ... (re-rolls: fresh levels and sampling seeds), at
     most N times (:func:`algos.should_reroll`); the metrics then include ``rollout/rerolls`` (the re-rolls
-    this step needed) and ``rollout/reroll_cap_spent`` (1 when the N-th re-roll was flat too: that batch
-    is trained whole, as with N = 0, and a warning is logged, so a collapsed policy never ends a long run).
+    this step needed) and ``rollout/reroll_cap_spent`` (1 when the N-th re-roll was flat too: every group
+    of that batch is trained and a warning is printed, so a collapsed policy never ends a long run).
     With N = 0 at least one group is kept.
     """
     attempt, max_rerolls = 0, config.rollout_filter_max_rerolls
@@ -43,8 +41,8 @@ def collect_groups(play: Callable[[int], RolloutBatch], config: RolloutConfig
         return batch, rewards, kept, metrics
     cap_spent = kept.numel() == 0
     if cap_spent:
-        logger.warning("the rollout filter kept no group in %d batches in a row "
-                       "(actor_rollout_ref.rollout.rollout_filter_max_rerolls=%d): training the last one whole",
-                       attempt + 1, max_rerolls)
-        kept, metrics = config.keep_groups(rewards, lengths, allow_empty=False)
+        say(f"warning: the rollout filter kept no group in {attempt + 1} batches in a row "
+            f"(actor_rollout_ref.rollout.rollout_filter_max_rerolls={max_rerolls}): training every group of the last one")
+        kept = torch.arange(rewards.shape[0])
+        metrics |= {"rollout/filter_kept_ratio": 1.0, "rollout/chosen_in_group_std": metrics["rollout/in_group_std"]}
     return batch, rewards, kept, metrics | {"rollout/rerolls": float(attempt), "rollout/reroll_cap_spent": float(cap_spent)}

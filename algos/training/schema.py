@@ -68,8 +68,9 @@ class TrainerActorConfig(ActorConfig):
     use_dynamic_bsz: bool = False
     """Cut micro-batches by tokens instead (verl's key): each forward/backward and log-prob pass holds as
     many episodes as fit in ``ppo_max_token_len_per_gpu`` padded tokens (one episode at least), so the
-    activation memory is bounded however long the episodes grow. The loss is the same: each mini-batch's
-    normaliser is computed over the whole mini-batch."""
+    per-pass activation memory no longer grows with the episode count (attention scores and logits still
+    grow with the budget). The loss is the same: each mini-batch's normaliser is computed over the whole
+    mini-batch. The critic's passes use the same budget (its ``ppo_micro_batch_size_per_gpu`` then unused)."""
     ppo_max_token_len_per_gpu: int = 16384
     """With ``use_dynamic_bsz``: padded tokens (episodes x the longest) per pass, >= 1."""
     share_prompt_prefix: bool = True
