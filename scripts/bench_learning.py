@@ -43,7 +43,13 @@ def train_levels_start(seed: int) -> int:
 
 
 def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str]) -> float:
-    """Train one seed in a subprocess (one torch thread); its wall time in seconds (0 if already done)."""
+    """Train one seed in a subprocess (one torch thread); its wall time in seconds (0 if already done).
+    A run dir started with other settings (env, seed, its training levels, overrides) is refused, not
+    resumed or reported as done: ``SystemExit`` naming both settings."""
+    settings = {"env": env, "seed": seed, "train_seed_start": train_levels_start(seed), "overrides": overrides}
+    settings_file = run_dir / "bench_settings.json"
+    if settings_file.is_file() and (started := json.loads(settings_file.read_text())) != settings:
+        raise SystemExit(f"{run_dir} was started with {started}, not {settings}: pass another --runs-dir")
     done = [row for row in read_metrics(run_dir / METRICS_FILE) if row["step"] == steps]
     if done:
         return float(json.loads((run_dir / "wall_s.json").read_text())) if (run_dir / "wall_s.json").is_file() else 0.0
@@ -52,7 +58,8 @@ def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str
                "trainer.resume=auto", f"hydra.run.dir={run_dir}",
                f"es_manager.train_seed_start={train_levels_start(seed)}", *overrides]
     environment = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings_file.write_text(json.dumps(settings))
     start = time.perf_counter()
     with (run_dir.parent / f"{run_dir.name}.log").open("a") as log:
         subprocess.run(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT, check=True)

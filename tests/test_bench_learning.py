@@ -62,6 +62,18 @@ def test_a_finished_run_is_not_rerun(tmp_path):
     assert bench.run_seed("bandit", 0, 2, tmp_path / "seed0", ["no.such.key=1"]) == 42.0  # no subprocess ran
 
 
+def test_a_run_dir_started_with_other_settings_is_refused(tmp_path):
+    write_run(tmp_path / "seed0", {0: [0]}, step_s=1.0, rss=1.0)
+    (tmp_path / "seed0" / "wall_s.json").write_text("42.0")
+    started = {"env": "bandit", "seed": 0, "train_seed_start": 10_000, "overrides": []}
+    (tmp_path / "seed0" / "bench_settings.json").write_text(json.dumps(started))
+    assert bench.run_seed("bandit", 0, 2, tmp_path / "seed0", []) == 42.0  # same settings: done, not rerun
+    with pytest.raises(SystemExit, match=r"seed0 was started with .*'overrides': \[\]\}, not .*lr=1'\]\}: pass another"):
+        bench.run_seed("bandit", 0, 2, tmp_path / "seed0", ["actor_rollout_ref.actor.lr=1"])
+    with pytest.raises(SystemExit, match="pass another --runs-dir"):
+        bench.run_seed("frozenlake", 0, 2, tmp_path / "seed0", [])
+
+
 def test_the_run_summary_gives_first_and_last_validation_with_intervals(tmp_path):
     write_run(tmp_path / "run", {0: [0, 1], 3: [1, 1]}, step_s=1.0, rss=1.0)
     assert validation_summary(tmp_path / "run") == (
