@@ -3,8 +3,9 @@
 Trains ``--seeds`` runs of ``scripts/train.py bench=<env>`` (the settings in ``conf/bench/<env>.yaml``:
 held-out validation on 64 levels before RL and every ``trainer.test_freq`` steps), ``--parallel`` at a
 time with one torch thread each, each seed on training levels of its own (``train_levels_start``), then
-reports per validation step the success rate over seeds x levels with a 95% interval (bootstrap over seeds, then levels: ``algos.statistics``), the wall time, the time
-per step split into rollout / log-prob / update, and the peak RSS. Writes
+reports per validation step the success rate over seeds x levels with a 95% interval (bootstrap over
+seeds, then levels: ``algos.statistics``), the wall time, the time per step split into rollout /
+log-prob / update, and the peak RSS. Writes
 ``benchmarks/learning_<env>.json``, ``.md`` and the curve ``.png``::
 
     python scripts/bench_learning.py --env frozenlake --seeds 0 1 2 --steps 60 [--parallel 2] [overrides ...]
@@ -56,7 +57,7 @@ def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str
     command = [sys.executable, str(REPO / "scripts" / "train.py"), f"bench={env}", f"seed={seed}", "logger=console",
                "logger.progress_bar=false", f"trainer.total_training_steps={steps}", "trainer.save_freq=10",
                "trainer.resume=auto", f"hydra.run.dir={run_dir}",
-               f"es_manager.train_seed_start={train_levels_start(seed)}", *overrides]
+               f"es_manager.train_seed_start={settings['train_seed_start']}", *overrides]
     environment = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     run_dir.mkdir(parents=True, exist_ok=True)
     settings_file.write_text(json.dumps(settings))
