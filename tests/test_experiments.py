@@ -127,6 +127,9 @@ def test_dry_run_on_cpu_lists_every_seed_with_no_gpu_visible():
     ["--task", "bandit", "--gpus", "a,b"],
     ["--task", "bandit", "--seeds", "0;1"],
     ["--task", "bandit", "--frobnicate"],
+    ["--task", "bandit", "--env_config", "chess"],
+    ["--task", "bandit", "--gpus", "cpu", "--cpu_jobs", "0"],
+    ["--task", "bandit", "--gpus", "0,1", "--cpu_jobs", "2"],
 ])
 def test_bad_options_print_usage_and_exit_2(args):
     result = run_compare(*args, "--dry-run")
@@ -168,6 +171,36 @@ def test_gpu_jobs_queue_one_per_gpu_and_a_failure_does_not_stop_the_others(tmp_p
             assert busy.pop(gpu) == name
     assert max(sum(1 for e in events[: i + 1] if e[0] == "start") - sum(1 for e in events[: i + 1] if e[0] == "end")
                for i in range(len(events))) == 2
+
+
+def test_cpu_jobs_run_side_by_side_sharing_the_cores(tmp_path):
+    """`--gpus cpu --cpu_jobs 2`: two jobs at a time, none with a GPU, each given half the cores as its
+    OMP/MKL threads (when OMP_NUM_THREADS is unset), on the env config that --env_config names."""
+    log = tmp_path / "events.log"
+    fake = tmp_path / "fake-python.sh"
+    fake.write_text(
+        "#!/bin/bash\n"
+        'case "$1" in *config_summary.py) exit 0 ;; esac\n'
+        'name=$(printf "%s\\n" "$@" | sed -n "s/^trainer.experiment_name=//p")\n'
+        'env_config=$(printf "%s\\n" "$@" | sed -n "s/^env=//p")\n'
+        f'echo "start $name $OMP_NUM_THREADS $MKL_NUM_THREADS x$CUDA_VISIBLE_DEVICES $env_config" >> {log}\n'
+        "sleep 0.3\n"
+        f'echo "end $name" >> {log}\n')
+    fake.chmod(0o755)
+    environment = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    result = subprocess.run(
+        ["bash", str(COMPARE), "--task", "frozenlake", "--gpus", "cpu", "--cpu_jobs", "2", "--steps", "1",
+         "--env_config", "coord_frozenlake"], capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={**environment, "TURNRL_PYTHON": str(fake), "TURNRL_COMPARE_DIR": str(tmp_path / "runs")})
+    assert result.returncode == 0, result.stderr
+    events = [line.split() for line in log.read_text().splitlines()]
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    starts = [event for event in events if event[0] == "start"]
+    assert sorted(event[1] for event in starts) == sorted(f"{job}-seed0" for job in JOBS)
+    assert all(event[2:] == [threads, threads, "x", "coord_frozenlake"] for event in starts)
+    running = [sum(1 for e in events[: i + 1] if e[0] == "start") - sum(1 for e in events[: i + 1] if e[0] == "end")
+               for i in range(len(events))]
+    assert max(running) == 2
 
 
 @pytest.fixture(scope="module")

@@ -48,10 +48,14 @@ Usage: $(basename "$0") [options] [-- HYDRA_OVERRIDE ...]
   --model_size SIZE    135M (embedded SmolLM2, CPU) | 0.5B | 3B | 7B (default 3B)
   --scale SCALE        cpu | ragen (default: cpu for 135M, ragen for the Qwen sizes)
   --gpus LIST          comma-separated GPU ids, one job per GPU at a time (default 0,1,2,3,4,5,6,7),
-                       or 'cpu' to run the jobs one after another on CPU
+                       or 'cpu' to run them on this machine's CPU, --cpu_jobs at a time
+  --cpu_jobs N         with --gpus cpu: jobs at a time (default 1), each with OMP_NUM_THREADS =
+                       cores / N unless OMP_NUM_THREADS is set
   --seeds LIST         comma-separated training seeds (default 0)
   --env_groups N       env groups per step, even, >= 2 (default 8): NoFilter keeps top_k = N groups,
                        Filter0.5 keeps top_k = N/2
+  --env_config NAME    the conf/env file to run (default: TASK at scale cpu, RAGEN's coord_* env at
+                       scale ragen), e.g. coord_frozenlake for the seed's FrozenLake on CPU
   --dry-run            print the composed key settings and the commands, run nothing
   -h, --help           this message
 
@@ -67,11 +71,11 @@ die_usage() {
 
 is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
-TASK="" STEPS=200 MODEL_SIZE=3B GPUS="0,1,2,3,4,5,6,7" SEEDS="0" ENV_GROUPS=8 DRY_RUN=0 SCALE=""
+TASK="" STEPS=200 MODEL_SIZE=3B GPUS="0,1,2,3,4,5,6,7" SEEDS="0" ENV_GROUPS=8 DRY_RUN=0 SCALE="" ENV_CONFIG="" CPU_JOBS=1
 EXTRA=()
 while (($#)); do
   case "$1" in
-    --task | --steps | --model_size | --gpus | --seeds | --env_groups | --scale)
+    --task | --steps | --model_size | --gpus | --seeds | --env_groups | --scale | --env_config | --cpu_jobs)
       (($# >= 2)) || die_usage "$1 needs a value"
       case "$1" in
         --task) TASK="$2" ;;
@@ -81,6 +85,8 @@ while (($#)); do
         --seeds) SEEDS="$2" ;;
         --env_groups) ENV_GROUPS="$2" ;;
         --scale) SCALE="$2" ;;
+        --env_config) ENV_CONFIG="$2" ;;
+        --cpu_jobs) CPU_JOBS="$2" ;;
       esac
       shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
@@ -99,22 +105,40 @@ esac
 [[ -n "${MODEL_CONFIG[$MODEL_SIZE]+set}" ]] || die_usage "--model_size '$MODEL_SIZE' is not one of 135M, 0.5B, 3B, 7B"
 SCALE="${SCALE:-${MODEL_SCALE[$MODEL_SIZE]}}"
 [[ "$SCALE" == cpu || "$SCALE" == ragen ]] || die_usage "--scale '$SCALE' is not one of cpu, ragen"
-ENV_CONFIG="$TASK"
-[[ "$SCALE" == ragen ]] && ENV_CONFIG="${RAGEN_ENV[$TASK]}"
+if [[ -z "$ENV_CONFIG" ]]; then
+  ENV_CONFIG="$TASK"
+  [[ "$SCALE" == ragen ]] && ENV_CONFIG="${RAGEN_ENV[$TASK]}"
+fi
+[[ -f "$REPO/conf/env/$ENV_CONFIG.yaml" ]] ||
+  die_usage "--env_config '$ENV_CONFIG' is not a file in conf/env/ ($(cd "$REPO/conf/env" && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' '))"
 { is_uint "$ENV_GROUPS" && ((ENV_GROUPS >= 2 && ENV_GROUPS % 2 == 0)); } ||
   die_usage "--env_groups '$ENV_GROUPS' must be an even integer >= 2 (Filter0.5 keeps half)"
 [[ "$SEEDS" =~ ^[0-9]+(,[0-9]+)*$ ]] || die_usage "--seeds '$SEEDS' must be comma-separated integers, e.g. 0,1"
 [[ "$GPUS" == cpu || "$GPUS" =~ ^[0-9]+(,[0-9]+)*$ ]] ||
   die_usage "--gpus '$GPUS' must be comma-separated GPU ids, e.g. 0,1, or 'cpu'"
+{ is_uint "$CPU_JOBS" && ((CPU_JOBS >= 1)); } || die_usage "--cpu_jobs '$CPU_JOBS' must be an integer >= 1"
+[[ "$GPUS" == cpu ]] || ((CPU_JOBS == 1)) || die_usage "--cpu_jobs needs --gpus cpu"
 IFS=, read -r -a SEED_LIST <<<"$SEEDS"
 IFS=, read -r -a GPU_LIST <<<"$GPUS"
+THREAD_ENV=()  # CPU jobs side by side share the cores instead of each taking all of them
+if [[ "$GPUS" == cpu ]]; then
+  SLOTS=()
+  for ((slot = 0; slot < CPU_JOBS; slot++)); do SLOTS+=("cpu$slot"); done
+  if ((CPU_JOBS > 1)) && [[ -z "${OMP_NUM_THREADS:-}" ]]; then
+    threads=$(($(nproc) / CPU_JOBS))
+    ((threads >= 1)) || threads=1
+    THREAD_ENV=("OMP_NUM_THREADS=$threads" "MKL_NUM_THREADS=$threads")
+  fi
+else
+  SLOTS=("${GPU_LIST[@]}")
+fi
 GROUP="drgrpo-compare-$TASK"
 
 # job_command JOB SEED DEVICE: fills CMD with the job's full command (env assignments, then train.py).
 job_command() {
   local job="$1" seed="$2" device="$3" top_k="$ENV_GROUPS"
   [[ "$job" == *Filter0.5 ]] && top_k=$((ENV_GROUPS / 2))
-  CMD=(env "CUDA_VISIBLE_DEVICES=$device"
+  CMD=(env "CUDA_VISIBLE_DEVICES=$device" "${THREAD_ENV[@]}"
     "$PYTHON" "$REPO/scripts/train.py"
     "scale=$SCALE" "env=$ENV_CONFIG" "algo=${JOB_ALGO[$job]}" "model=${MODEL_CONFIG[$MODEL_SIZE]}" "seed=$seed"
     "logger.wandb.group=$GROUP"
@@ -137,7 +161,7 @@ done
 # The key settings every job shares (the commands differ in algo, filter value, seed and GPU only).
 job_command "${JOBS[0]}" "${SEED_LIST[0]}" ""
 echo "scale=$SCALE env=$ENV_CONFIG model=${MODEL_CONFIG[$MODEL_SIZE]}; key settings of every job:"
-"$PYTHON" "$REPO/scripts/config_summary.py" "${CMD[@]:4}" || exit 2
+"$PYTHON" "$REPO/scripts/config_summary.py" "${CMD[@]:$((4 + ${#THREAD_ENV[@]}))}" || exit 2
 
 if ((DRY_RUN)); then
   echo "commands:"
@@ -186,38 +210,27 @@ stop_jobs() {
 trap stop_jobs INT TERM
 
 echo "$((${#QUEUE[@]})) jobs -> $OUT_ROOT/$TASK (wandb group $GROUP)"
-if [[ "$GPUS" == cpu ]]; then
-  for entry in "${QUEUE[@]}"; do
-    read -r job seed <<<"$entry"
-    start=$SECONDS
-    launch "$job" "$seed" ""
-    SLOT_PID[cpu]=$LAUNCHED_PID
-    wait "$LAUNCHED_PID"
-    status=$?
-    unset 'SLOT_PID[cpu]'
-    finish "$job-seed$seed" "$status" "$start"
+next=0
+while ((next < ${#QUEUE[@]})) || ((${#SLOT_PID[@]} > 0)); do
+  for slot in "${SLOTS[@]}"; do
+    if [[ -n "${SLOT_PID[$slot]+set}" ]] && ! kill -0 "${SLOT_PID[$slot]}" 2>/dev/null; then
+      wait "${SLOT_PID[$slot]}"
+      finish "${SLOT_JOB[$slot]}" $? "${SLOT_START[$slot]}"
+      unset "SLOT_PID[$slot]" "SLOT_JOB[$slot]" "SLOT_START[$slot]"
+    fi
+    if [[ -z "${SLOT_PID[$slot]+set}" ]] && ((next < ${#QUEUE[@]})); then
+      read -r job seed <<<"${QUEUE[$next]}"
+      next=$((next + 1))
+      SLOT_START[$slot]=$SECONDS
+      device="$slot"
+      [[ "$GPUS" == cpu ]] && device=""
+      launch "$job" "$seed" "$device"
+      SLOT_PID[$slot]=$LAUNCHED_PID
+      SLOT_JOB[$slot]="$job-seed$seed"
+    fi
   done
-else
-  next=0
-  while ((next < ${#QUEUE[@]})) || ((${#SLOT_PID[@]} > 0)); do
-    for gpu in "${GPU_LIST[@]}"; do
-      if [[ -n "${SLOT_PID[$gpu]+set}" ]] && ! kill -0 "${SLOT_PID[$gpu]}" 2>/dev/null; then
-        wait "${SLOT_PID[$gpu]}"
-        finish "${SLOT_JOB[$gpu]}" $? "${SLOT_START[$gpu]}"
-        unset "SLOT_PID[$gpu]" "SLOT_JOB[$gpu]" "SLOT_START[$gpu]"
-      fi
-      if [[ -z "${SLOT_PID[$gpu]+set}" ]] && ((next < ${#QUEUE[@]})); then
-        read -r job seed <<<"${QUEUE[$next]}"
-        next=$((next + 1))
-        SLOT_START[$gpu]=$SECONDS
-        launch "$job" "$seed" "$gpu"
-        SLOT_PID[$gpu]=$LAUNCHED_PID
-        SLOT_JOB[$gpu]="$job-seed$seed"
-      fi
-    done
-    sleep 1
-  done
-fi
+  sleep 1
+done
 
 if ((${#FAILED[@]})); then
   echo "${#FAILED[@]} of ${#QUEUE[@]} jobs failed: ${FAILED[*]}" >&2
