@@ -16,6 +16,7 @@ import deepspeed
 import torch
 from deepspeed.runtime.engine import DeepSpeedEngine
 
+from algos.training.memory import release_free_heap
 from algos.training.schema import TrainerActorConfig
 
 
@@ -96,9 +97,22 @@ def accumulate(engine: DeepSpeedEngine, loss: torch.Tensor, is_last: bool) -> fl
     means the step was skipped and the weights and optimizer state are unchanged: DeepSpeed's bf16 and
     ZeRO optimizers skip such a step themselves (their overflow check); for plain fp32 data parallel,
     where DeepSpeed steps a bare torch optimizer, the gradients are checked here before the step.
+
+    On CPU the pages the micro-batch's activations freed go back to the OS afterwards
+    (``memory.release_free_heap``, ~20 ms): glibc keeps them otherwise, and every micro-batch's
+    differently sized tensors fragment its heap further, so the resident memory crept up micro-batch
+    after micro-batch and step after step (BENCHMARKS.md, "Trainer peak memory per step").
     """
     engine.set_gradient_accumulation_boundary(is_last)
     engine.backward(loss, scale_wrt_gas=False)
+    norm = _step(engine, is_last)
+    if engine.device.type == "cpu":
+        release_free_heap()
+    return norm
+
+
+def _step(engine: DeepSpeedEngine, is_last: bool) -> float | None:
+    """The engine's step after a backward (an optimizer step at the boundary): :func:`accumulate`'s return."""
     if is_last and engine.zero_optimization_stage() == 0 and not engine.bfloat16_enabled():
         # Plain data parallel keeps no norm of its own; the gradients are still on the module here.
         norm = float(torch.nn.utils.get_total_norm([p.grad for p in engine.module.parameters() if p.grad is not None]))

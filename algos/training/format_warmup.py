@@ -23,6 +23,7 @@ import envs
 from agents.console import bar, note
 from agents.demonstrations import Demonstration
 from agents.model import is_embedded
+from algos.training.memory import release_free_heap
 from algos.training.packed_logprobs import grouped_response_log_probs
 from algos.training.schema import TINY_RANDOM_MODEL, TurnRLConfig
 
@@ -95,11 +96,14 @@ def format_warmup(
             losses.append(backward_reply_nll(model, levels[step * levels_per_step : (step + 1) * levels_per_step],
                                              pad_token_id))
             optimizer.step()
+            release_free_heap()  # the level-by-level activations' pages (accumulate's docstring says why)
             progress.set_postfix(nll=f"{losses[-1]:.3f}")
             progress.update()
             note(f"format warm-up step {step + 1}/{steps}: reply NLL {losses[-1]:.3f}")
     model.train(was_training)
     optimizer.zero_grad(set_to_none=True)
+    del optimizer  # its AdamW moments (2x the trainable weights) go back to the OS before RL starts
+    release_free_heap()
     return {"format_warmup/loss_start": losses[0], "format_warmup/loss_end": losses[-1],
             "format_warmup/seconds": time.perf_counter() - start}
 
