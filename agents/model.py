@@ -215,12 +215,14 @@ def merged_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {name: parameter.detach() for name, parameter in model.named_parameters()}
     from peft.tuners.lora import LoraLayer
 
-    deltas = {f"{name}.base_layer.weight": module.get_delta_weight(module.active_adapter[0]).detach()
-              for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+    adapted = {f"{name}.base_layer.weight": module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
     merged = {}
     for name, parameter in model.named_parameters():
         if ".lora_" in name:
             continue
-        value = parameter.detach() + deltas[name].to(parameter.dtype) if name in deltas else parameter.detach()
+        value = parameter.detach()
+        if name in adapted:  # one delta at a time: the transient is one weight matrix, not every adapted one
+            module = adapted[name]
+            value = value + module.get_delta_weight(module.active_adapter[0]).detach().to(parameter.dtype)
         merged[name.removeprefix(_PEFT_PREFIX).replace(".base_layer.", ".")] = value
     return merged
