@@ -14,6 +14,11 @@ Panels: train success rate and reward (the step's rollout episodes) and validati
 last ``--last`` logged steps; the table gives, per label, n seeds and the mean of the finals with its
 95% bootstrap CI, then rliable's interquartile mean (IQM) of the headline metric across seeds and the
 probability that a seed of one label beats a seed of another (``algos.statistics.aggregate_across_runs``).
+
+Where the runs recorded every validation episode (``validation.jsonl``), a second table uses them all:
+per label, validation success at its first and last validation step over seeds x levels, with a 95%
+interval from a bootstrap over seeds and then levels (``hierarchical_bootstrap_ci``), and the paired
+change between them: with few seeds, the levels carry most of the information.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from algos.statistics import aggregate_across_runs, bootstrap_ci
-from algos.training.tracking import METRICS_FILE, read_metrics
+from algos.statistics import aggregate_across_runs, bootstrap_ci, hierarchical_bootstrap_ci
+from algos.training.tracking import METRICS_FILE, read_metrics, validation_scores
 
 SEED_SUFFIX = re.compile(r"^(?P<label>.+)-seed(?P<seed>\d+)$")
 CURVES = (("rollout/success_rate", "train success rate"), ("reward", "train episode reward"),
@@ -167,6 +172,47 @@ def aggregate_markdown(key: str | None, aggregate: dict, last: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def level_scores(groups: dict[str, list[Path]]) -> dict[str, dict[int, np.ndarray]]:
+    """``{label: {step: [seeds, levels] success}}`` at the steps every seed of the label validated, from
+    ``validation.jsonl`` (labels without one for every seed are left out; levels cut to the fewest)."""
+    scores = {}
+    for name, dirs in groups.items():
+        runs = [validation_scores(run_dir) for run_dir in dirs]
+        steps = sorted(set.intersection(*(set(run) for run in runs))) if all(runs) else []
+        if steps:
+            scores[name] = {step: np.stack([run[step][: min(len(r[step]) for r in runs)] for run in runs])
+                            for step in steps}
+    return scores
+
+
+def level_markdown(scores: dict[str, dict[int, np.ndarray]]) -> tuple[str, dict]:
+    """``(markdown, numbers)``: per label, validation success at its first and last validation step over
+    seeds x levels and the change between them (the same seeds and levels, so a paired difference), each
+    with a hierarchical 95% bootstrap interval (seeds, then levels)."""
+    if not scores:
+        return "", {}
+    numbers = {}
+    lines = ["\nValidation success per episode, seeds x held-out levels (95% CI: bootstrap over seeds, then levels;"
+             " the change is the paired difference, last minus first, on the same seeds and levels):\n",
+             "| run | seeds x levels | first step | success [95% CI] | last step | success [95% CI] | change [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for name, by_step in scores.items():
+        first, final = min(by_step), max(by_step)
+        width = min(by_step[first].shape[1], by_step[final].shape[1])
+        numbers[name] = {str(first): hierarchical_bootstrap_ci(by_step[first], resamples=RESAMPLES).as_dict(),
+                         str(final): hierarchical_bootstrap_ci(by_step[final], resamples=RESAMPLES).as_dict(),
+                         "change": hierarchical_bootstrap_ci(by_step[final][:, :width] - by_step[first][:, :width],
+                                                             resamples=RESAMPLES).as_dict()}
+        shape = "x".join(map(str, by_step[final].shape))
+        lines.append(f"| {name} | {shape} | {first} | {interval_text(numbers[name][str(first)])} | {final} | "
+                     f"{interval_text(numbers[name][str(final)])} | {interval_text(numbers[name]['change'])} |")
+    return "\n".join(lines) + "\n", numbers
+
+
+def interval_text(interval: dict) -> str:
+    return f"{interval['estimate']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+
+
 def compare(run_dirs: list[Path], out: Path, last: int = 5, title: str = "") -> dict:
     """Write ``<out>.png`` (curves), ``<out>.md`` (tables) and ``<out>.json`` (the numbers, and rliable's
     ``across_runs``); return the numbers per label."""
@@ -180,7 +226,8 @@ def compare(run_dirs: list[Path], out: Path, last: int = 5, title: str = "") -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     png = plot(curves, out.with_suffix(".png"), title or out.stem)
     key, aggregate = across_runs(runs, last)
-    table = markdown_table(runs, last) + aggregate_markdown(key, aggregate, last)
+    levels_table, levels = level_markdown(level_scores(groups))
+    table = markdown_table(runs, last) + aggregate_markdown(key, aggregate, last) + levels_table
     out.with_suffix(".md").write_text(f"![learning curves]({png.name})\n\n{table}")
     summary = {
         name: {
@@ -195,7 +242,8 @@ def compare(run_dirs: list[Path], out: Path, last: int = 5, title: str = "") -> 
         for name, label_runs in runs.items()
     }
     across = {"across_runs": {"metric": key, **aggregate}} if key else {}
-    out.with_suffix(".json").write_text(json.dumps(summary | across, indent=2))
+    by_level = {"validation_levels": levels} if levels else {}
+    out.with_suffix(".json").write_text(json.dumps(summary | across | by_level, indent=2))
     return summary
 
 

@@ -288,6 +288,34 @@ def test_plot_compare_means_bands_and_final_table(tmp_path):
         assert image.size[0] > 600 and image.size[1] > 300
 
 
+def write_validation(run_dir: Path, by_step: dict[int, list[int]]) -> None:
+    rows = [{"step": step, "level": 100 + level, "success": bool(hit), "reward": float(hit)}
+            for step, hits in by_step.items() for level, hit in enumerate(hits)]
+    (run_dir / "validation.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_plot_compare_level_table_bootstraps_seeds_then_levels(tmp_path):
+    """Two labels x 2 seeds x 4 held-out levels, validated at steps 0 and 3: A solves every level at step
+    3, B none, so A's interval is [1, 1] and B's [0, 0]; A's step 0 is 3 of 8 = 0.375, its change +0.625."""
+    for name, first, last in (("A-seed0", [1, 0, 0, 0], [1] * 4), ("A-seed1", [1, 1, 0, 0], [1] * 4),
+                              ("B-seed0", [1, 0, 0, 0], [0] * 4), ("B-seed1", [0, 0, 0, 0], [0] * 4)):
+        write_run(tmp_path / name, [{"step": 3, "rollout/success_rate": 0.5, "reward": 0.5, "val/success_rate": 0.5}])
+        write_validation(tmp_path / name, {0: first, 3: last})
+    plot_compare.compare(sorted(tmp_path.iterdir()), tmp_path / "out" / "cmp", last=1)
+    levels = json.loads((tmp_path / "out" / "cmp.json").read_text())["validation_levels"]
+    a, b = levels["A"], levels["B"]
+    assert a["3"] == {"estimate": 1.0, "low": 1.0, "high": 1.0, "n": 8, "confidence": 0.95}
+    assert (b["3"]["estimate"], b["3"]["low"], b["3"]["high"]) == (0.0, 0.0, 0.0)
+    # A resample of A's step 0 is all misses with p = 1/4 (3/4)^8 + 1/2 (3/4)^4 (1/2)^4 + 1/4 (1/2)^8 = 0.036
+    # > 2.5%, so the lower bound is exactly 0
+    assert a["0"]["estimate"] == 0.375 and a["0"]["low"] == 0.0 and 0.375 < a["0"]["high"] <= 1.0
+    assert b["0"]["estimate"] == 0.125 and b["change"]["estimate"] == -0.125
+    # A's change is 1 - step 0 per level: 0 on the solved levels, 1 elsewhere; the mean 5 of 8 = 0.625
+    assert a["change"]["estimate"] == 0.625 and a["change"]["low"] < 0.625 < a["change"]["high"] == 1.0
+    table = (tmp_path / "out" / "cmp.md").read_text()
+    assert "| A | 2x4 | 0 | 0.375 [0.000, " in table and "| 3 | 1.000 [1.000, 1.000] | 0.625 [" in table
+
+
 def test_plot_compare_without_runs_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="metrics.jsonl"):
         plot_compare.compare([tmp_path], tmp_path / "out")
