@@ -11,8 +11,10 @@ import logging
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from agents.backends import HFBackend, SamplingParams
+from agents.backends.kv_pool import GrowingLayer, grow_in_place
 from agents.model import build_tiny_model
 from agents.rollout import AgentConfig, RolloutEngine
 from algos.training.schema import RolloutConfig
@@ -140,3 +142,24 @@ def test_kv_cache_gib_is_validated(tokenizer, tiny):
         RolloutConfig(kv_cache_gib=-1.0)
     with pytest.raises(ValueError, match="kv_cache_gib"):
         HFBackend(tiny, tokenizer, kv_cache_gib=-0.5)
+
+
+def test_a_growing_layer_holds_what_concatenation_holds_through_reallocation_and_row_selection():
+    """GrowingLayer appends in place into spare columns; after 150 one-column updates (several
+    reallocations), a row selection (new tensors) and more updates, its keys/values equal DynamicLayer's."""
+    torch.manual_seed(0)
+    plain, grown = DynamicCache(), grow_in_place(DynamicCache())
+    first = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    plain.update(*first, layer_idx=0)
+    grown.update(*first, layer_idx=0)
+    grown = grow_in_place(grown)
+    assert type(grown.layers[0]) is GrowingLayer
+    for step in range(150):
+        if step == 100:
+            for cache in (plain, grown):
+                cache.batch_select_indices(torch.tensor([2, 0]))
+        new = torch.randn(2 if step >= 100 else 3, 2, 1, 4), torch.randn(2 if step >= 100 else 3, 2, 1, 4)
+        expected, got = plain.update(*new, layer_idx=0), grown.update(*new, layer_idx=0)
+        assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+    assert grown.get_seq_length() == 155
+    assert grown.layers[0]._buffers[0].shape[2] > 155  # spare columns: not reallocated per token

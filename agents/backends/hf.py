@@ -44,7 +44,7 @@ from transformers import (
 )
 
 from agents.backends.base import SamplingParams, resolve_caps, trim_completion
-from agents.backends.kv_pool import GIB, KVPool, batched_cache
+from agents.backends.kv_pool import GIB, KVPool, batched_cache, grow_in_place
 from agents.prompts import eos_token_ids, pad_token_id
 
 
@@ -101,6 +101,8 @@ class HFBackend:
         try:
             start = time.perf_counter()
             cache = self._prefill(prompts, matches, cached, input_ids, attention_mask)
+            if cache is not None:
+                grow_in_place(cache)  # decode appends in place, not by concatenating the cache per token
             self.pool.clear()  # the batch cache holds what was reused; unmatched entries (finished episodes) go
             matches.clear()
             config = self.generation_config(params, max(caps))

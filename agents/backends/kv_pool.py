@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 GIB = 2**30
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class KVPool:
         for layer in cache.layers:
             for row, entry, columns in kept:
                 entry.layers.append((layer.keys[row, :, columns], layer.values[row, :, columns]))  # copies
-            layer.keys = layer.values = None  # free the batch cache layer by layer (lower peak memory)
+            layer.reset()  # free the batch cache layer by layer (lower peak memory)
         self.entries = [entry for _, entry, _ in kept]
         self.peak_bytes = max(self.peak_bytes, total)
 
@@ -113,3 +114,45 @@ def batched_cache(matches: list[tuple[CachedSequence | None, int]], width: int) 
                 values[row, :, width - size :] = entry.layers[index][1][:, :size]
         layers.append((keys, values))
     return DynamicCache(layers)
+
+
+class GrowingLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys/values are views of buffers with spare columns: ``update`` writes the
+    new columns in place and reallocates (25% headroom, at least 64 columns) only when they are full.
+    ``DynamicLayer`` concatenates the whole cache for every generated token instead, which was 45% of a
+    decode step (32 rows x 1200 cached tokens; BENCHMARKS.md). Same keys and values, so the same outputs."""
+
+    _buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized or self.keys.numel() == 0:
+            return super().update(key_states, value_states, *args, **kwargs)
+        size, new = self.keys.shape[-2], key_states.shape[-2]
+        buffers = self._buffers
+        current = buffers is not None and self.keys.data_ptr() == buffers[0].data_ptr() \
+            and self.keys.shape[:2] == buffers[0].shape[:2]
+        if not current or size + new > buffers[0].shape[-2]:  # reallocate (or the keys were replaced)
+            capacity = size + new + max(64, size // 4)
+            buffers = tuple(t.new_empty((*t.shape[:2], capacity, t.shape[-1])) for t in (self.keys, self.values))
+            buffers[0][:, :, :size] = self.keys
+            buffers[1][:, :, :size] = self.values
+            self._buffers = buffers
+        buffers[0][:, :, size : size + new] = key_states
+        buffers[1][:, :, size : size + new] = value_states
+        self.keys, self.values = buffers[0][:, :, : size + new], buffers[1][:, :, : size + new]
+        return self.keys, self.values
+
+    def reset(self) -> None:
+        self._buffers = None
+        super().reset()
+
+
+def grow_in_place(cache: DynamicCache) -> DynamicCache:
+    """``cache`` with every ``DynamicLayer`` turned into a :class:`GrowingLayer` (same tensors, no copy)."""
+    for index, layer in enumerate(cache.layers):
+        if type(layer) is DynamicLayer:
+            grown = GrowingLayer.__new__(GrowingLayer)
+            grown.__dict__.update(layer.__dict__)
+            cache.layers[index] = grown
+    return cache
