@@ -12,7 +12,7 @@ import torch
 
 from agents.console import say
 from agents.rollout import RolloutBatch
-from algos.filtering import should_reroll
+from algos.filtering import filter_groups, should_reroll
 from algos.training.schema import RolloutConfig
 
 
@@ -43,6 +43,5 @@ def collect_groups(play: Callable[[int], RolloutBatch], config: RolloutConfig
     if cap_spent:
         say(f"warning: the rollout filter kept no group in {attempt + 1} batches in a row "
             f"(actor_rollout_ref.rollout.rollout_filter_max_rerolls={max_rerolls}): training every group of the last one")
-        kept = torch.arange(rewards.shape[0])
-        metrics |= {"rollout/filter_kept_ratio": 1.0, "rollout/chosen_in_group_std": metrics["rollout/in_group_std"]}
+        kept, metrics = filter_groups(rewards, "top_k", value=rewards.shape[0])  # every group, with its metrics
     return batch, rewards, kept, metrics | {"rollout/rerolls": float(attempt), "rollout/reroll_cap_spent": float(cap_spent)}
