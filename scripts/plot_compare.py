@@ -179,9 +179,9 @@ def level_scores(groups: dict[str, list[Path]]) -> dict[str, dict[int, np.ndarra
     for name, dirs in groups.items():
         runs = [validation_scores(run_dir) for run_dir in dirs]
         steps = sorted(set.intersection(*(set(run) for run in runs))) if all(runs) else []
+        widths = {step: min(len(run[step]) for run in runs) for step in steps}
         if steps:
-            scores[name] = {step: np.stack([run[step][: min(len(r[step]) for r in runs)] for run in runs])
-                            for step in steps}
+            scores[name] = {step: np.stack([run[step][:width] for run in runs]) for step, width in widths.items()}
     return scores
 
 
