@@ -26,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from agents.attention import use_grouped_attention
 from agents.console import say
 
 EMBEDDED_MODEL_NAME = "smollm2-135m-embedded"
@@ -170,8 +171,9 @@ def load_model_and_tokenizer(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Causal LM and tokenizer from ``None``/``"smollm2-135m-embedded"``, a local folder or a hub name.
 
-    Raises ``FileNotFoundError`` for a missing local folder and ``OSError`` naming the model and
-    how to provide it when a hub model is not available offline.
+    The model attends with :data:`agents.attention.GROUPED_SDPA` where it would use ``sdpa``. Raises
+    ``FileNotFoundError`` for a missing local folder and ``OSError`` naming the model and how to provide it
+    when a hub model is not available offline.
     """
     torch_dtype = resolve_dtype(dtype)
     location = resolve_model_location(name_or_path)
@@ -180,7 +182,7 @@ def load_model_and_tokenizer(
         model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
     except OSError as error:
         raise _unavailable(name_or_path or EMBEDDED_MODEL_NAME, error) from error
-    return model, tokenizer
+    return use_grouped_attention(model), tokenizer
 
 
 def build_tiny_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> LlamaForCausalLM:

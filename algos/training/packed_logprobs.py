@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from agents.attention import GROUPED_SDPA
 from algos.losses import entropy_from_logits
 
 MIN_SHARED_TOKENS = 8
@@ -129,7 +130,7 @@ def grouped_response_logits(
     return logits[unit_of_row[rows], torch.searchsorted(columns, slot)]
 
 
-PACKABLE_ATTENTION = frozenset({"sdpa", "eager"})
+PACKABLE_ATTENTION = frozenset({"sdpa", GROUPED_SDPA, "eager"})
 """Attention implementations that take a custom 4D mask (flash-attention kernels do not)."""
 
 MAX_PACKED_TOKENS = 8192
