@@ -1,7 +1,8 @@
 """Benchmark one rollout step per backend against the bare engine on the same prompts and token counts.
 
 For each backend (``hf``: KV reuse across turns; ``hf-noreuse``: every turn re-prefills the whole
-history, as before issue 15; ``vllm`` when it imports) the script plays one training rollout step
+history, as before issue 15; ``hf-bf16``: ``hf`` played under the trainer's CPU bf16 autocast (``engine.cpu_autocast``), which runs
+never sample in: it is slower than fp32 there; ``vllm`` when it imports) the script plays one training rollout step
 (default: Sokoban, 8 groups x 4 episodes, 5 turns, 96 new tokens per turn) with the real default
 model, recording every ``generate`` call. It then replays those calls on the bare engine
 (``model.generate`` / ``LLM.generate``) with the same prompts, the same sampling settings and seeds,
@@ -39,6 +40,7 @@ from agents.backends import Backend, SamplingParams, make_backend
 from agents.backends.hf import HFBackend, left_padded
 from agents.model import default_model_dir, load_model_and_tokenizer
 from agents.rollout import AgentConfig, RolloutEngine
+from algos.training.engine import cpu_autocast
 from algos.training.memory import peak_rss_gib
 
 
@@ -184,9 +186,10 @@ def measure(
 
 
 def build_backend(name: str, model, tokenizer, args: argparse.Namespace) -> Backend:
-    """``hf``, ``hf-noreuse`` (the hf backend with KV reuse off: today's re-prefill) or ``vllm``."""
+    """``hf``, ``hf-noreuse`` (the hf backend with KV reuse off: today's re-prefill), ``hf-bf16`` (the hf
+    backend, played under CPU bf16 autocast by :func:`main`) or ``vllm``."""
     kv_cache_gib = 0.0 if name == "hf-noreuse" else args.kv_cache_gib
-    return make_backend(name.removesuffix("-noreuse"), model, tokenizer, default_model_dir(), dtype=args.vllm_dtype,
+    return make_backend(name.removesuffix("-noreuse").removesuffix("-bf16"), model, tokenizer, default_model_dir(), dtype=args.vllm_dtype,
                         max_model_len=args.max_model_len, seed=args.seed, kv_cache_gib=kv_cache_gib,
                         enable_prefix_caching=not args.no_prefix_caching)
 
@@ -220,7 +223,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     vllm_available = importlib.util.find_spec("vllm") is not None
     parser.add_argument(
-        "--backends", default="hf,vllm" if vllm_available else "hf", help="comma-separated: hf, hf-noreuse, vllm"
+        "--backends", default="hf,vllm" if vllm_available else "hf", help="comma-separated: hf, hf-noreuse, hf-bf16, vllm"
     )
     parser.add_argument("--env", default="sokoban")
     parser.add_argument("--env-groups", type=int, default=8)
@@ -249,9 +252,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/rollout.json"))
     args = parser.parse_args()
     args.backends = [name.strip() for name in args.backends.split(",") if name.strip()]
-    unknown = sorted(set(args.backends) - {"hf", "hf-noreuse", "vllm"})
+    unknown = sorted(set(args.backends) - {"hf", "hf-noreuse", "hf-bf16", "vllm"})
     if unknown:
-        parser.error(f"--backends has unknown names {unknown}; allowed: hf, hf-noreuse, vllm")
+        parser.error(f"--backends has unknown names {unknown}; allowed: hf, hf-noreuse, hf-bf16, vllm")
     return args
 
 
@@ -293,7 +296,8 @@ def main() -> None:
     results = []
     for name in args.backends:
         backend = build_backend(name, model, tokenizer, args)
-        results.append(measure(name, backend, tokenizer, config, params, args))
+        with cpu_autocast("true" if name == "hf-bf16" else "false"):
+            results.append(measure(name, backend, tokenizer, config, params, args))
         print(markdown_table(results[-1:]), flush=True)
         backend.close()
         write_report(args, results)

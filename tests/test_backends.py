@@ -171,28 +171,28 @@ def test_update_weights_loads_another_model_and_is_free_for_the_same_one(tokeniz
 def test_make_backend_names(tokenizer, tiny):
     assert isinstance(make_backend("hf", tiny, tokenizer), HFBackend)
     assert isinstance(make_backend("auto", tiny, tokenizer, model_dir=None), HFBackend)
-    if not vllm_is_faster_here(multi_turn=False):  # e.g. one turn on an AVX2-only CPU: hf even with a folder
-        assert isinstance(make_backend("auto", tiny, tokenizer, model_dir="unused", multi_turn=False), HFBackend)
+    if not vllm_is_faster_here():  # e.g. an AVX2-only CPU: hf even with a folder
+        assert isinstance(make_backend("auto", tiny, tokenizer, model_dir="unused"), HFBackend)
     with pytest.raises(ValueError, match="backend='nope'"):
         make_backend("nope", tiny, tokenizer)
     with pytest.raises(ValueError, match="model_dir"):
         make_backend("vllm", tiny, tokenizer, model_dir=None)
 
 
-@pytest.mark.parametrize(("cuda", "native_bf16", "multi_turn", "expected"), [
-    (True, False, False, True), (False, True, False, True), (False, False, True, True), (False, False, False, False),
+@pytest.mark.parametrize(("cuda", "native_bf16", "expected"), [
+    (True, False, True), (True, True, True), (False, True, True), (False, False, False),
 ])
-def test_auto_takes_vllm_where_it_was_measured_faster(monkeypatch, cuda, native_bf16, multi_turn, expected):
-    """The rule of ``vllm_is_faster_here``: CUDA, native-bf16 CPUs and multi-turn work go to vLLM; one turn
-    on a CPU without native bf16 stays on hf; without vLLM installed, always hf."""
+def test_auto_takes_vllm_where_it_was_measured_faster(monkeypatch, cuda, native_bf16, expected):
+    """The rule of ``vllm_is_faster_here``: CUDA and native-bf16 CPUs go to vLLM; a CPU without native bf16
+    stays on hf, one turn or many; without vLLM installed, always hf."""
     from agents.backends import hardware
 
     monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native_bf16)
     monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: object())
-    assert hardware.vllm_is_faster_here(multi_turn) is expected
+    assert hardware.vllm_is_faster_here() is expected
     monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: None)
-    assert hardware.vllm_is_faster_here(multi_turn) is False
+    assert hardware.vllm_is_faster_here() is False
 
 
 def test_native_bf16_is_read_from_the_cpu_flags():

@@ -23,19 +23,18 @@ def make_backend(
     model: torch.nn.Module | None,
     tokenizer: PreTrainedTokenizerBase,
     model_dir: str | Path | None = None,
-    multi_turn: bool = True,
     **backend_kwargs: Any,
 ) -> Backend:
     """Build the backend ``name``: "hf" (transformers ``generate`` on ``model``), "vllm" (an engine
     serving ``model_dir``) or "auto" (vLLM where ``model_dir`` is known and :func:`vllm_is_faster_here`
-    for the workload, ``multi_turn`` or not, else hf).
+    on this hardware, else hf).
     ``backend_kwargs`` are engine options of ``VLLMBackend`` (``max_model_len``, ``dtype``, ``seed``, ...);
     the hf backend takes ``kv_cache_gib`` (its cap on kept episode caches) and ignores the others, so
     "auto" can pass them either way.
     """
     if name not in BACKEND_NAMES:
         raise ValueError(f"backend={name!r} is unknown; allowed: {list(BACKEND_NAMES)}")
-    if name == "vllm" or (name == "auto" and model_dir is not None and vllm_is_faster_here(multi_turn)):
+    if name == "vllm" or (name == "auto" and model_dir is not None and vllm_is_faster_here()):
         if model_dir is None:
             raise ValueError("backend='vllm' needs model_dir (a Hugging Face folder of the policy weights)")
         try:

@@ -20,23 +20,22 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def vllm_is_faster_here(multi_turn: bool = True) -> bool:
-    """What ``backend="auto"`` asks: is vLLM installed, and faster than the hf backend for this workload
-    (``multi_turn``: episodes of more than one turn) on this hardware? The measured rule (BENCHMARKS.md,
-    SmolLM2-135M, 2-core CPU VMs):
+def vllm_is_faster_here() -> bool:
+    """What ``backend="auto"`` asks: is vLLM installed, and faster than the hf backend on this hardware? The
+    measured rule (BENCHMARKS.md, "Which backend is faster where"; SmolLM2-135M, 2-core VMs, 2 threads),
+    the same for one-turn and multi-turn work:
 
     - CUDA GPU: vLLM.
-    - CPU with native bf16 (``avx512_bf16``/``amx_bf16``): vLLM (bf16 kernels; ~5x ``generate``).
-    - CPU without: multi-turn -> vLLM in fp32. Its continuous batching decodes each row without padding
-      and its prefix cache prefills only new tokens: Sokoban 2x4, 3 turns, 48 tokens took 29 s with
-      vLLM fp32 against 389 s with hf even with KV reuse across turns (decode-bound); before the
-      reuse, 4x4, 5 turns, 48 tokens took 110 s against 208 s.
-      One turn -> hf: a 32-episode Bandit rollout took 22 s with hf (fp32, one prefill per group, no
-      weight copy) against 34 s with vLLM fp32 and 149 s with vLLM's emulated bf16.
+    - CPU with native bf16 (``avx512_bf16``/``amx_bf16``): vLLM, serving bf16. Sokoban 8x4, 5 turns, 96
+      tokens: 59 s against hf's 116 s (fp32; 140 s in bf16 autocast); Bandit 4x8, one turn: 4.9 s against 7.4 s.
+    - CPU without: hf. vLLM can only serve fp32 there (emulated bf16 was 4.3x slower than its fp32), and hf,
+      with its KV reuse across turns, in-place cache growth and grouped attention, beats vLLM fp32 on both
+      workloads: 116 s against 148 s multi-turn and 7.4 s against 13.6 s one-turn (the same VM, vLLM forced to
+      fp32); on an AVX2-only VM, one turn: 22 s against 34 s.
     """
     if importlib.util.find_spec("vllm") is None:
         return False
-    return torch.cuda.is_available() or cpu_has_native_bf16() or multi_turn
+    return torch.cuda.is_available() or cpu_has_native_bf16()
 
 
 def default_vllm_dtype(cpuinfo: str | None = None) -> torch.dtype:

@@ -28,7 +28,7 @@ from deepspeed.runtime.engine import DeepSpeedEngine
 
 from algos import POLICY_LOSSES, aggregate_loss, kl_penalty, loss_normaliser
 from algos.training.data_parallel import all_reduce_sum, gather_lists, rank_share
-from algos.training.engine import accumulate
+from algos.training.engine import accumulate, cpu_autocast
 from algos.training.packed_logprobs import grouped_response_log_probs
 from algos.training.schema import TrainerActorConfig
 from algos.training.update_batch import MicroBatch, UpdateBatch
@@ -39,12 +39,14 @@ def token_outputs(forward: Callable[[MicroBatch], torch.Tensor], batch: UpdateBa
                   device: torch.device, rank: int, world_size: int) -> torch.Tensor:
     """``[B, T-1]`` per-token outputs of ``forward`` (a micro-batch -> its ``[b, t-1]`` tensor), micro-batch
     by micro-batch (``settings``' size or token budget); with several ranks each computes its share of the
-    rows and the sum over ranks assembles them."""
+    rows and the sum over ranks assembles them. The forwards run in ``settings.bf16``'s precision
+    (``engine.cpu_autocast``), as the update's do."""
     outputs = torch.zeros(batch.response_mask.shape)
     chunks = batch.micro_batches(torch.arange(len(batch)), settings.ppo_micro_batch_size_per_gpu,
                                  settings.micro_batch_tokens)
     for index, is_padding in rank_share(chunks, rank, world_size):
-        values = forward(batch.rows(index).to(device))
+        with cpu_autocast(settings.bf16):
+            values = forward(batch.rows(index).to(device))
         if not is_padding:  # a padding pass only keeps the ranks' pass counts equal
             outputs[index, : values.shape[1]] = values.float().cpu()
     return all_reduce_sum(outputs.to(device)).cpu()  # NCCL reduces only device tensors
@@ -153,7 +155,8 @@ def optimise(engine: DeepSpeedEngine, batch: UpdateBatch, settings: TrainerActor
             mine = rank_share(micros, rank, world_size)
             finite = True
             for i, (micro, is_padding) in enumerate(mine):
-                value, metrics = loss(micro.to(engine.device), normaliser)
+                with cpu_autocast(settings.bf16):  # the forward only; backward follows the recorded dtypes
+                    value, metrics = loss(micro.to(engine.device), normaliser)
                 scale = 0.0 if is_padding else float(world_size)  # DeepSpeed averages over the ranks
                 finite = finite and math.isfinite(value.item())
                 if i == len(mine) - 1 and not finite:  # NaN gradients: every rank's optimizer skips the step

@@ -52,16 +52,14 @@ def bf16_enabled(setting: str) -> bool:
     return setting == "true" and torch.cuda.is_available()
 
 
-def cpu_autocast(module: torch.nn.Module, setting: str) -> torch.nn.Module:
-    """``actor.bf16=true`` on a CPU: ``module``'s forward runs under ``torch.autocast("cpu", bfloat16)`` (its
-    matmuls and attention in bf16, norms, softmax and the residual stream in fp32) while the weights, their
-    gradients and the optimizer stay fp32; as accelerate's mixed precision, the forward is wrapped in place.
-    ~1.9x faster forward + backward on a CPU with native bf16 (``avx512_bf16``); log-probs move by ~0.02-0.03
-    nats a token (BENCHMARKS.md, "Mixed precision on the CPU"). Wrap before any deep copy, never after: a copy
-    would call the original's forward. auto and false leave the module as it is."""
-    if setting == "true" and not torch.cuda.is_available():
-        module.forward = torch.autocast("cpu", dtype=torch.bfloat16)(module.forward)
-    return module
+def cpu_autocast(setting: str) -> torch.autocast:
+    """The context the trainer's forwards (log-probs, losses, values) run in: with ``actor.bf16=true`` on a
+    CPU, ``torch.autocast("cpu", bfloat16)``: matmuls and attention in bf16, norms, softmax and the residual
+    stream in fp32, while the weights, their gradients and the optimizer stay fp32. ~1.9x faster forward +
+    backward on a CPU with native bf16 (``avx512_bf16``); log-probs move by ~0.03-0.04 nats a token
+    (BENCHMARKS.md, "Mixed precision on the CPU"). Generation stays outside it: autocast casts every
+    weight on every call, which made hf decode steps slower, not faster. Otherwise a disabled context."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting == "true" and not torch.cuda.is_available())
 
 
 def warmup_factor(warmup_steps: int):
@@ -74,14 +72,12 @@ def warmup_factor(warmup_steps: int):
 
 
 def build_engine(model: torch.nn.Module, actor: TrainerActorConfig) -> DeepSpeedEngine:
-    """Wrap ``model`` in a DeepSpeed engine with torch AdamW and a linear warmup schedule, its forward in
-    bf16 autocast where ``actor.bf16=true`` on a CPU (:func:`cpu_autocast`).
+    """Wrap ``model`` in a DeepSpeed engine with torch AdamW and a linear warmup schedule.
 
     Gradient accumulation is driven by the trainer (``accumulate``), so DeepSpeed sees
     ``gradient_accumulation_steps = 1`` and one micro-batch per nominal step.
     """
     init_distributed()
-    model = cpu_autocast(model, actor.bf16)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=actor.lr, weight_decay=actor.weight_decay
     )

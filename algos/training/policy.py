@@ -138,8 +138,7 @@ def policy_engine(policy: Policy, env: str) -> tuple[RolloutEngine, TurnRLConfig
     path = config.actor_rollout_ref.model.path
     model_dir = None if path == TINY_RANDOM_MODEL else resolve_model_location(path)
     rollout = config.actor_rollout_ref.rollout
-    backend = make_backend(rollout.name, policy.model, policy.tokenizer, model_dir, kv_cache_gib=rollout.kv_cache_gib,
-                           multi_turn=config.agent_proxy.max_turn > 1)
+    backend = make_backend(rollout.name, policy.model, policy.tokenizer, model_dir, kv_cache_gib=rollout.kv_cache_gib)
     backend.update_weights(policy.model)
     return RolloutEngine(config.agent_config(show_progress=True), policy.tokenizer, backend), config
 

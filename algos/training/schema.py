@@ -123,8 +123,8 @@ class RolloutConfig(RolloutFilterConfig):
     """``actor_rollout_ref.rollout.*``: generation settings plus the group filter (algos)."""
 
     name: str = "auto"
-    """Generation backend: auto (vLLM where measured faster for the workload: CUDA, CPUs with native bf16,
-    and multi-turn work; else hf; ``agents.backends.hardware.vllm_is_faster_here``) | hf | vllm."""
+    """Generation backend: auto (vLLM where measured faster, one turn or many: CUDA and CPUs with native bf16;
+    else hf; ``agents.backends.hardware.vllm_is_faster_here``) | hf | vllm."""
     temperature: float = 1.0
     """Sampling temperature of training rollouts (> 0); the update's log-probs use the same one."""
     top_p: float = 1.0

@@ -49,7 +49,7 @@ from algos.training.checkpoint import resume_checkpoint, save_checkpoint
 from algos.training.critic import Critic
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
 from algos.training.early_stopping import HISTORY_KEY, RewardVarianceWatch
-from algos.training.engine import build_engine, cpu_autocast, full_parameters
+from algos.training.engine import build_engine, full_parameters
 from algos.training.export import export_hf_model
 from algos.training.format_warmup import format_warmup, warmup_lr, warmup_skip_reason
 from algos.training.group_selection import collect_groups
@@ -119,7 +119,7 @@ class Trainer:
         if not resuming:
             self.warmup_metrics = self.warm_up_format()
         if self.actor.use_kl_loss:  # the initial (warmed-up) policy; under LoRA the base model (algos.training.lora)
-            self.reference = cpu_autocast(frozen_reference(self.model), self.actor.bf16)
+            self.reference = frozen_reference(self.model)
         self.engine = build_engine(self.model, self.actor)
         if self.reference is not None:
             self.reference.to(self.engine.device)
@@ -156,8 +156,7 @@ class Trainer:
         model_dir = None if path == TINY_RANDOM_MODEL else resolve_model_location(path)
         backend = make_backend(self.rollout_cfg.name, self.engine.module, self.tokenizer, model_dir,
                                max_model_len=self.rollout_cfg.max_model_len, seed=self.config.seed,
-                               kv_cache_gib=self.rollout_cfg.kv_cache_gib,
-                               multi_turn=self.config.agent_proxy.max_turn > 1)
+                               kv_cache_gib=self.rollout_cfg.kv_cache_gib)
         return RolloutEngine(self.config.agent_config(), self.tokenizer, backend)
 
     def resume(self) -> dict[str, Any]:
