@@ -1,8 +1,9 @@
 """Benchmark one rollout step per backend against the bare engine on the same prompts and token counts.
 
 For each backend (``hf``: KV reuse across turns; ``hf-noreuse``: every turn re-prefills the whole
-history, as before issue 15; ``hf-bf16``: ``hf`` played under the trainer's CPU bf16 autocast (``engine.cpu_autocast``), which runs
-never sample in: it is slower than fp32 there; ``vllm`` when it imports) the script plays one training rollout step
+history, as before issue 15; ``hf-bf16``: ``hf`` played under the trainer's CPU bf16 autocast
+(``engine.cpu_autocast``), which runs never sample in, being slower than fp32 there; ``vllm`` when it
+imports) the script plays one training rollout step
 (default: Sokoban, 8 groups x 4 episodes, 5 turns, 96 new tokens per turn) with the real default
 model, recording every ``generate`` call. It then replays those calls on the bare engine
 (``model.generate`` / ``LLM.generate``) with the same prompts, the same sampling settings and seeds,
@@ -189,7 +190,8 @@ def build_backend(name: str, model, tokenizer, args: argparse.Namespace) -> Back
     """``hf``, ``hf-noreuse`` (the hf backend with KV reuse off: today's re-prefill), ``hf-bf16`` (the hf
     backend, played under CPU bf16 autocast by :func:`main`) or ``vllm``."""
     kv_cache_gib = 0.0 if name == "hf-noreuse" else args.kv_cache_gib
-    return make_backend(name.removesuffix("-noreuse").removesuffix("-bf16"), model, tokenizer, default_model_dir(), dtype=args.vllm_dtype,
+    return make_backend(name.removesuffix("-noreuse").removesuffix("-bf16"), model, tokenizer, default_model_dir(),
+                        dtype=args.vllm_dtype,
                         max_model_len=args.max_model_len, seed=args.seed, kv_cache_gib=kv_cache_gib,
                         enable_prefix_caching=not args.no_prefix_caching)
 
