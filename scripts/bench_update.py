@@ -29,6 +29,7 @@ import psutil
 import torch
 
 from agents.model import load_model_and_tokenizer
+from algos.training.engine import cpu_autocast
 from algos.training.memory import PeakRSS, release_free_heap
 from algos.training.packed_logprobs import grouped_response_log_probs
 
@@ -48,9 +49,9 @@ def bandit_shaped_batch(groups: int, group_size: int, prompt_tokens: int, reply_
 def forward_backward(model: torch.nn.Module, batch: dict[str, torch.Tensor], share: bool,
                      bf16: bool = False) -> torch.Tensor:
     """One forward + backward of the summed reply log-probs (gradients start from None), the forward in bf16
-    autocast with ``bf16`` (what ``engine.cpu_autocast`` wraps it in); the log-probs."""
+    autocast with ``bf16`` (``engine.cpu_autocast``, the trainer's context); the log-probs."""
     model.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with cpu_autocast("true" if bf16 else "false"):
         logp, _ = grouped_response_log_probs(model, batch["input_ids"], batch["attention_mask"],
                                              batch["response_mask"], batch["group_index"] if share else None,
                                              temperature=1.0)
