@@ -95,6 +95,10 @@ class ESManagerConfig:
     """Added once for each turn whose reply has a missing or invalid action (finite, <= 0)."""
     train_seed_start: int = 10000
     """First training level seed (>= 0)."""
+    train_num_levels: int | None = None
+    """null: every group of every step plays a level of its own; N (>= 1): training plays only the N levels
+    ``train_seed_start ... train_seed_start + N - 1``, cycling (Procgen's ``num_levels``), to tell what a
+    run can learn on a fixed pool from what carries to held-out levels."""
     val_seed_start: int = 123
     """First validation level seed (>= 0); keep the ranges apart so validation is held out."""
 
@@ -105,6 +109,9 @@ class ESManagerConfig:
                  and self.format_penalty <= 0, "es_manager.format_penalty", self.format_penalty, "a finite value <= 0")
         for key in ("train_seed_start", "val_seed_start"):
             _require(getattr(self, key) >= 0, f"es_manager.{key}", getattr(self, key), ">= 0")
+        _require(self.train_num_levels is None or self.train_num_levels >= 1, "es_manager.train_num_levels",
+                 self.train_num_levels, "null or an integer >= 1")
+
 
 
 @dataclass
@@ -150,7 +157,8 @@ class AgentConfig:
            show_progress: bool = False, **keys: Any) -> AgentConfig:
         """A config from flat keywords (scripts and tests): the splits' sizes, and any other key of
         ``es_manager`` (``format_penalty``, ``*_seed_start``) or ``agent_proxy`` under its own name."""
-        es_keys = {key: keys.pop(key) for key in ("format_penalty", "train_seed_start", "val_seed_start")
+        es_keys = {key: keys.pop(key) for key in ("format_penalty", "train_seed_start", "train_num_levels",
+                                                  "val_seed_start")
                    if key in keys}
         splits = EnvSplitConfig(env_groups, group_size), EnvSplitConfig(val_groups, val_group_size)
         return cls(EnvConfig(env, dict(env_kwargs or {})), ESManagerConfig(*splits, **es_keys),

@@ -1,7 +1,8 @@
 """Multi-turn rollouts: groups of episodes played by the policy, returned as a token-level batch.
 
 One rollout step plays ``env_groups x group_size`` episodes. Steps count from 1, as the trainer's do:
-group ``g`` of step ``k`` uses the level ``seed = train_seed_start + (k - 1) * env_groups + g`` for all its members; member ``j`` resets with
+group ``g`` of step ``k`` uses the level ``seed = train_seed_start + (k - 1) * env_groups + g`` for all its members
+(modulo ``es_manager.train_num_levels`` when set: a fixed pool of levels); member ``j`` resets with
 ``options={"member": j}`` (same level, its own dice). Each turn, every unfinished episode of every
 group is sent to the backend in one batched call. A re-roll of the step (``attempt`` a >= 1, when the
 group filter kept nothing) plays the levels ``seed + a * REROLL_SEED_STRIDE`` with sampling seeds of
@@ -41,7 +42,7 @@ from transformers import PreTrainedTokenizerBase
 import envs
 from agents.backends.base import Backend, SamplingParams, ScoringBackend, generate_checked
 from agents.batch import RolloutBatch, rollout_metrics
-from agents.config import AgentConfig, AgentProxyConfig, EnvConfig
+from agents.config import AgentConfig, AgentProxyConfig, EnvConfig, ESManagerConfig
 from agents.parsing import parse_reply
 from agents.prompts import (
     SYSTEM_PROMPT,
@@ -86,6 +87,16 @@ class _Episode:
         self.token_ids.extend(ids)
         self.loss_mask.extend([int(generated)] * len(ids))
         self.log_probs.extend([0.0] * len(ids) if log_probs is None else log_probs)
+
+
+def train_level_seeds(es_manager: ESManagerConfig, index: int, attempt: int) -> list[int]:
+    """Level seeds of the groups of step ``index + 1``, re-roll ``attempt``: ``train_seed_start + index *
+    env_groups + g + attempt * REROLL_SEED_STRIDE``; with ``train_num_levels`` N the offset is taken modulo N
+    and a re-roll ``a`` moves ``a * env_groups`` levels on within the pool instead of leaving it."""
+    groups, pool = es_manager.train.env_groups, es_manager.train_num_levels
+    if pool is None:
+        return [es_manager.train_seed_start + index * groups + g + attempt * REROLL_SEED_STRIDE for g in range(groups)]
+    return [es_manager.train_seed_start + ((index + attempt) * groups + g) % pool for g in range(groups)]
 
 
 def actions_per_traj(config: AgentConfig, env: envs.TextEnv) -> int:
@@ -178,12 +189,12 @@ class RolloutEngine:
         if step < 1 or attempt < 0:
             raise ValueError(f"step={step}, attempt={attempt} are invalid; allowed: step >= 1, attempt >= 0")
         split, index = self.config.es_manager.train, step - 1
-        first = self.config.es_manager.train_seed_start + index * split.env_groups + attempt * REROLL_SEED_STRIDE
+        seeds = train_level_seeds(self.config.es_manager, index, attempt)
         chosen = range(split.env_groups) if groups is None else groups
         key = (_TRAIN_STREAM, index) if attempt == 0 else (_REROLL_STREAM, index, attempt)
         key += () if shard is None else (shard,)
         group_envs = split.group_envs(self.config.env)
-        return self.play([first + g for g in chosen], split.group_size, params, key,
+        return self.play([seeds[g] for g in chosen], split.group_size, params, key,
                          f"rollout {step}" + (f" (re-roll {attempt})" if attempt else ""), [group_envs[g] for g in chosen])
 
     def validate(

@@ -10,6 +10,10 @@ log-prob / update, and the peak RSS. Writes
 
     python scripts/bench_learning.py --env frozenlake --seeds 0 1 2 --steps 60 [--parallel 2] [overrides ...]
 
+``--train-levels N`` trains each seed on a fixed pool of N levels (``es_manager.train_num_levels``) and
+validates on that pool instead of the held-out levels: whether RL learns what it sees, apart from whether
+that carries over to new levels.
+
 A run that already finished (its ``metrics.jsonl`` reaches the last step) is not rerun, so an
 interrupted benchmark resumes where it stopped.
 """
@@ -43,11 +47,16 @@ def train_levels_start(seed: int) -> int:
     return 10_000 + LEVELS_PER_SEED * seed
 
 
-def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str]) -> float:
+def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str], train_levels: int | None = None
+             ) -> float:
     """Train one seed in a subprocess (one torch thread); its wall time in seconds (0 if already done).
     A run dir started with other settings (env, seed, its training levels, overrides) is refused, not
     resumed or reported as done: ``SystemExit`` naming both settings."""
     settings = {"env": env, "seed": seed, "train_seed_start": train_levels_start(seed), "overrides": overrides}
+    pool = [] if train_levels is None else [f"es_manager.train_num_levels={train_levels}",
+                                            f"es_manager.val_seed_start={settings['train_seed_start']}",
+                                            f"es_manager.val.env_groups={train_levels}"]
+    settings |= {"train_num_levels": train_levels} if pool else {}
     settings_file = run_dir / "bench_settings.json"
     if settings_file.is_file() and (started := json.loads(settings_file.read_text())) != settings:
         raise SystemExit(f"{run_dir} was started with {started}, not {settings}: pass another --runs-dir")
@@ -57,7 +66,7 @@ def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str
     command = [sys.executable, str(REPO / "scripts" / "train.py"), f"bench={env}", f"seed={seed}", "logger=console",
                "logger.progress_bar=false", f"trainer.total_training_steps={steps}", "trainer.save_freq=10",
                "trainer.resume=auto", f"hydra.run.dir={run_dir}",
-               f"es_manager.train_seed_start={settings['train_seed_start']}", *overrides]
+               f"es_manager.train_seed_start={settings['train_seed_start']}", *pool, *overrides]
     environment = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     run_dir.mkdir(parents=True, exist_ok=True)
     settings_file.write_text(json.dumps(settings))
@@ -69,7 +78,8 @@ def run_seed(env: str, seed: int, steps: int, run_dir: Path, overrides: list[str
     return wall
 
 
-def summarise(env: str, runs: dict[int, Path], walls: dict[int, float], overrides: list[str]) -> dict:
+def summarise(env: str, runs: dict[int, Path], walls: dict[int, float], overrides: list[str],
+              train_levels: int | None = None) -> dict:
     """The benchmark record: per-step intervals over seeds x levels, rliable aggregates of the first and
     last validation, timings and memory."""
     scores = {seed: validation_scores(path) for seed, path in runs.items()}
@@ -84,6 +94,7 @@ def summarise(env: str, runs: dict[int, Path], walls: dict[int, float], override
     return {
         "env": env, "seeds": sorted(runs), "overrides": overrides, "date": date.today().isoformat(),
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs", "levels": int(first.shape[1]),
+        "validated_on": "held-out levels" if train_levels is None else f"the {train_levels} training levels",
         "validation": curve, "wall_min": {seed: walls[seed] / 60 for seed in runs},
         "run_min": {seed: run_minutes(path) for seed, path in runs.items()},
         "time_per_step_s": timing, "peak_rss_gib": max(row["timing/peak_rss_gib"] for row in every),
@@ -109,7 +120,8 @@ def plot(record: dict, path: Path) -> None:
     axis.fill_between(steps, [row["low"] for row in record["validation"]], [row["high"] for row in record["validation"]],
                       alpha=0.3, label="95% CI (seeds, then levels)")
     axis.set(xlabel="training step", ylabel="success rate", ylim=(0, 1),
-             title=f"{record['env']}: {len(record['seeds'])} seeds x {record['levels']} held-out levels")
+             title=f"{record['env']}: {len(record['seeds'])} seeds x {record['levels']} episodes on "
+                   f"{record.get('validated_on', 'held-out levels')}")
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -118,7 +130,8 @@ def plot(record: dict, path: Path) -> None:
 
 def markdown(record: dict) -> str:
     lines = [f"# Learning benchmark: {record['env']}", "",
-             f"{record['date']}, {record['machine']}. Seeds {record['seeds']}, {record['levels']} held-out levels. "
+             f"{record['date']}, {record['machine']}. Seeds {record['seeds']}, {record['levels']} validation "
+             f"episodes a seed on {record.get('validated_on', 'held-out levels')}. "
              f"Overrides: `{' '.join(record['overrides']) or '(none)'}`", "",
              "| step | validation success (mean over seeds x levels) | 95% CI | n |", "| --- | --- | --- | --- |"]
     lines += [f"| {row['step']} | {row['estimate']:.3f} | [{row['low']:.3f}, {row['high']:.3f}] | {row['n']} |"
@@ -138,8 +151,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="default: conf/bench/<env>.yaml's")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one torch thread each)")
-    parser.add_argument("--runs-dir", type=Path, default=None, help="default: benchmarks/runs/learning_<env>")
-    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/learning_<env>.json")
+    parser.add_argument("--runs-dir", type=Path, default=None, help="default: benchmarks/runs/learning_<env>[_pool<N>]")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/learning_<env>[_pool<N>].json")
+    parser.add_argument("--train-levels", type=int, default=None,
+                        help="train on a fixed pool of N levels and validate on it (default: new levels, held-out)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     if len(args.seeds) < 3:
@@ -147,13 +162,15 @@ def main() -> None:
     from algos.training.compose import compose_config
 
     steps = args.steps or compose_config([f"bench={args.env}", *args.overrides]).trainer.total_training_steps
-    runs_dir = args.runs_dir or REPO / "benchmarks" / "runs" / f"learning_{args.env}"
+    name = f"learning_{args.env}" + ("" if args.train_levels is None else f"_pool{args.train_levels}")
+    runs_dir = args.runs_dir or REPO / "benchmarks" / "runs" / name
     runs = {seed: runs_dir / f"seed{seed}" for seed in args.seeds}
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        walls = dict(zip(runs, pool.map(lambda seed: run_seed(args.env, seed, steps, runs[seed], args.overrides), runs),
+        walls = dict(zip(runs, pool.map(lambda seed: run_seed(args.env, seed, steps, runs[seed], args.overrides,
+                                                                 args.train_levels), runs),
                          strict=True))
-    record = summarise(args.env, runs, walls, args.overrides)
-    out = args.out or REPO / "benchmarks" / f"learning_{args.env}.json"
+    record = summarise(args.env, runs, walls, args.overrides, args.train_levels)
+    out = args.out or REPO / "benchmarks" / f"{name}.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(record))
     plot(record, out.with_suffix(".png"))

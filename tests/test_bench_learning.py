@@ -99,3 +99,16 @@ def test_each_seed_trains_on_levels_of_its_own_never_the_validation_levels():
     for seed, mine in levels.items():
         assert not mine & validation
         assert all(not mine & levels[other] for other in levels if other != seed)
+
+
+def test_a_pool_run_validates_on_its_training_levels_and_is_a_run_of_its_own(tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda command, **_: commands.append(command))
+    bench.run_seed("frozenlake", 1, 2, tmp_path / "seed1", ["x=1"], train_levels=8)
+    assert commands[0][-4:] == ["es_manager.train_num_levels=8", "es_manager.val_seed_start=110000",
+                                "es_manager.val.env_groups=8", "x=1"]
+    with pytest.raises(SystemExit, match="'train_num_levels': 8"):  # the same dir without the pool is refused
+        bench.run_seed("frozenlake", 1, 2, tmp_path / "seed1", ["x=1"])
+    write_run(tmp_path / "seed0", {0: [0, 1], 2: [1, 1]}, step_s=1.0, rss=1.0)
+    record = bench.summarise("frozenlake", {0: tmp_path / "seed0"}, {0: 60.0}, [], train_levels=8)
+    assert record["validated_on"] == "the 8 training levels" and "on the 8 training levels" in bench.markdown(record)

@@ -154,3 +154,17 @@ def test_training_on_bandit_and_sokoban_in_one_batch_validated_on_bandit_test(tm
     assert row["val/pass@2"] == row["val/BanditTest/pass@2"]
     assert row["val/success_rate"] <= row["val/pass@2"] <= 1.0
     assert not any(key.startswith("val/Bandit/") for key in row)  # validation played BanditTest only
+
+
+def test_a_fixed_pool_of_training_levels_cycles_and_rerolls_stay_in_it(tokenizer):
+    # Procgen's num_levels: 3 groups a step over a pool of 4 levels -> step 1: 0 1 2, step 2: 3 0 1, ...
+    backend = ScriptedBackend(tokenizer, ["x</think><answer>Phoenix</answer>"])
+    engine = mixed_engine(tokenizer, backend)
+    engine.config.es_manager.train_num_levels = 4
+    levels = [engine.rollout(step, SCRIPTED).seeds.tolist()[::2] for step in (1, 2, 3)]
+    assert levels == [[10000, 10001, 10002], [10003, 10000, 10001], [10002, 10003, 10000]]
+    assert engine.rollout(1, SCRIPTED, attempt=1).seeds.tolist()[::2] == [10003, 10000, 10001]
+    assert engine.rollout(1, SCRIPTED, groups=[2]).seeds.tolist() == [10002, 10002]
+    with pytest.raises(ValueError, match="es_manager.train_num_levels"):
+        ESManagerConfig(train_num_levels=0)
+    assert validate(compose_config(["es_manager.train_num_levels=8"])).es_manager.train_num_levels == 8
