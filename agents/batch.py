@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -108,3 +109,32 @@ def rollout_metrics(batch: RolloutBatch, format_errors: int) -> dict[str, float]
             f"rollout/{tag}/response_length": generated[rows].mean().item(),
         }
     return metrics
+
+
+def _entropy(values: list[int]) -> float:
+    """Plug-in entropy in nats of the empirical distribution of ``values``."""
+    counts = torch.tensor(list(Counter(values).values()), dtype=torch.float64)
+    p = counts / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
+def action_choice_metrics(replies: list[list[list[int]]], groups: list[int]) -> dict[str, float]:
+    """How the policy picks actions; ``replies[b]`` is episode ``b``'s valid actions per reply, ``groups[b]`` its
+    group (one level). ``rollout/actions_per_turn``: valid actions per reply, mean. ``rollout/first_action_entropy``:
+    entropy (nats, plug-in) of the episodes' first actions, pooled; ``..._in_group``: its mean over groups, whose
+    members start from the same state. Pooled minus in-group estimates how much the first move depends on the
+    level (a plug-in mutual information, biased up for small groups): both falling together is a collapse onto
+    one board-blind favourite move. Episodes whose first reply has no valid action are left out; {} when no
+    reply has one (free-form answers)."""
+    first = {b: episode[0][0] for b, episode in enumerate(replies) if episode and episode[0]}
+    if not first:
+        return {}
+    by_group: dict[int, list[int]] = {}
+    for b, action in first.items():
+        by_group.setdefault(groups[b], []).append(action)
+    counts = [len(reply) for episode in replies for reply in episode]
+    return {
+        "rollout/actions_per_turn": sum(counts) / len(counts),
+        "rollout/first_action_entropy": _entropy(list(first.values())),
+        "rollout/first_action_entropy_in_group": sum(map(_entropy, by_group.values())) / len(by_group),
+    }

@@ -41,7 +41,7 @@ from transformers import PreTrainedTokenizerBase
 
 import envs
 from agents.backends.base import Backend, SamplingParams, ScoringBackend, generate_checked
-from agents.batch import RolloutBatch, rollout_metrics
+from agents.batch import RolloutBatch, action_choice_metrics, rollout_metrics
 from agents.config import AgentConfig, AgentProxyConfig, EnvConfig, ESManagerConfig
 from agents.parsing import parse_reply
 from agents.prompts import (
@@ -75,6 +75,7 @@ class _Episode:
     last_turn_reward: float = 0.0
     last_generated: int = -1  # index of the newest generated token (-1: none yet)
     turn_rewards: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (its last token, reward)
+    replies_actions: list[list[int]] = dataclasses.field(default_factory=list)  # each reply's valid actions
     log_probs: list[float] = dataclasses.field(default_factory=list)  # the sampler's, per token (0: not generated)
     success: bool = False
     num_turns: int = 0
@@ -298,6 +299,7 @@ class RolloutEngine:
         text = self.prefill + self.tokenizer.decode(reply, skip_special_tokens=True)
         episode.messages.append({"role": "assistant", "content": text})
         outcome = act(episode.env, text, self.proxy, episode.actions_left)
+        episode.replies_actions.append(outcome.actions)
         episode.format_errors += outcome.bad_format
         episode.actions_left -= outcome.executed
         if outcome.executed:
@@ -355,5 +357,6 @@ class RolloutEngine:
             rollout_log_probs=log_probs if isinstance(self.backend, ScoringBackend) else None,
             tags=[e.tag for e in episodes] if any(e.tag for e in episodes) else [],
         )
-        batch.metrics = rollout_metrics(batch, format_errors=sum(e.format_errors for e in episodes))
+        batch.metrics = rollout_metrics(batch, format_errors=sum(e.format_errors for e in episodes)) | (
+            action_choice_metrics([e.replies_actions for e in episodes], [e.group for e in episodes]))
         return batch

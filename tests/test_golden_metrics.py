@@ -17,7 +17,9 @@ from algos.training.schema import register_schema, validate
 from algos.training.trainer import train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "golden_metrics.json"
-ADDED_SINCE = {"actor/nonfinite_steps", "rollout/logprob_diff_mean", "rollout/logprob_diff_max", "rollout/ratio_max"}  # metrics of features added after the recording; the recorded ones must not move
+ACTION_CHOICE = ("actions_per_turn", "first_action_entropy", "first_action_entropy_in_group")
+ADDED_SINCE = {"actor/nonfinite_steps", "rollout/logprob_diff_mean", "rollout/logprob_diff_max", "rollout/ratio_max",
+               *(f"{split}/{name}" for split in ("rollout", "val") for name in ACTION_CHOICE)}  # metrics of features added after the recording; the recorded ones must not move
 
 register_schema()
 
