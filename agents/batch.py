@@ -122,7 +122,7 @@ def action_choice_metrics(replies: list[list[list[int]]], groups: list[int]) -> 
     """How the policy picks actions; ``replies[b]`` is episode ``b``'s valid actions per reply, ``groups[b]`` its
     group (one level). ``rollout/actions_per_turn``: valid actions per reply, mean. ``rollout/first_action_entropy``:
     entropy (nats, plug-in) of the episodes' first actions, pooled; ``..._in_group``: its mean over groups, whose
-    members start from the same state. Pooled minus in-group estimates how much the first move depends on the
+    members play the same level. Pooled minus in-group estimates how much the first move depends on the
     level (a plug-in mutual information, biased up for small groups): both falling together is a collapse onto
     one board-blind favourite move. Episodes whose first reply has no valid action are left out; {} when no
     reply has one (free-form answers)."""

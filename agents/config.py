@@ -113,7 +113,6 @@ class ESManagerConfig:
                  self.train_num_levels, "null or an integer >= 1")
 
 
-
 @dataclass
 class AgentProxyConfig:
     """``agent_proxy.*``: the multi-turn agent's limits and reply style."""
