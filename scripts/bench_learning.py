@@ -131,7 +131,8 @@ def plot(record: dict, path: Path) -> None:
 def markdown(record: dict) -> str:
     lines = [f"# Learning benchmark: {record['env']}", "",
              f"{record['date']}, {record['machine']}. Seeds {record['seeds']}, {record['levels']} validation "
-             f"episodes a seed on {record.get('validated_on', 'held-out levels')}. "
+             f"levels a seed ({record.get('validated_on', 'held-out levels')}; a level's score is its episodes' mean "
+             f"success). "
              f"Overrides: `{' '.join(record['overrides']) or '(none)'}`", "",
              "| step | validation success (mean over seeds x levels) | 95% CI | n |", "| --- | --- | --- | --- |"]
     lines += [f"| {row['step']} | {row['estimate']:.3f} | [{row['low']:.3f}, {row['high']:.3f}] | {row['n']} |"

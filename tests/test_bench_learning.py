@@ -8,8 +8,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from algos.training.tracking import keep_rows_up_to, read_metrics, validation_scores, validation_summary
+from agents.batch import RolloutBatch
+from algos.training.tracking import (
+    append_validation_episodes,
+    keep_rows_up_to,
+    read_metrics,
+    validation_scores,
+    validation_summary,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_learning.py"
 spec = importlib.util.spec_from_file_location("bench_learning_script", SCRIPT)
@@ -111,4 +119,25 @@ def test_a_pool_run_validates_on_its_training_levels_and_is_a_run_of_its_own(tmp
         bench.run_seed("frozenlake", 1, 2, tmp_path / "seed1", ["x=1"])
     write_run(tmp_path / "seed0", {0: [0, 1], 2: [1, 1]}, step_s=1.0, rss=1.0)
     record = bench.summarise("frozenlake", {0: tmp_path / "seed0"}, {0: 60.0}, [], train_levels=8)
-    assert record["validated_on"] == "the 8 training levels" and "on the 8 training levels" in bench.markdown(record)
+    assert record["validated_on"] == "the 8 training levels" and "(the 8 training levels;" in bench.markdown(record)
+
+
+def test_several_episodes_a_level_average_into_that_level(tmp_path):
+    # es_manager.val.group_size=2: level 100 solved by 1 of 2 members, level 101 by both; a resumed
+    # validation repeats member 1 of level 100 (now a success: the last row wins)
+    rows = [(100, 0, False), (100, 1, False), (101, 0, True), (101, 1, True), (100, 1, True)]
+    (tmp_path / "validation.jsonl").write_text("".join(
+        json.dumps({"step": 0, "level": level, "member": member, "success": success, "reward": float(success)}) + "\n"
+        for level, member, success in rows))
+    assert validation_scores(tmp_path)[0].tolist() == [0.5, 1.0]
+
+
+def test_validation_rows_name_each_episode_s_member(tmp_path):
+    batch = RolloutBatch(*[torch.zeros(4, 1)] * 3, torch.arange(4) // 2, torch.tensor([0.0, 1.0, 1.0, 1.0]),
+                         torch.tensor([False, True, True, True]), *[torch.zeros(4)] * 2,
+                         torch.tensor([100, 100, 101, 101]), [[]] * 4, {}, 2)
+    append_validation_episodes(tmp_path, 3, batch)
+    rows = read_metrics(tmp_path / "validation.jsonl")
+    assert [(row["level"], row["member"], row["success"]) for row in rows] == [
+        (100, 0, False), (100, 1, True), (101, 0, True), (101, 1, True)]
+    assert validation_scores(tmp_path)[3].tolist() == [0.5, 1.0]

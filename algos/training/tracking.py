@@ -226,25 +226,29 @@ VALIDATION_FILE = "validation.jsonl"
 
 
 def append_validation_episodes(run_dir: Path, step: int, batch: RolloutBatch) -> None:
-    """One row per validation episode, ``{"step", "level", "success", "reward"}``, appended to
+    """One row per validation episode, ``{"step", "level", "member", "success", "reward"}`` (``member``: the
+    episode's index within its level's group, ``es_manager.val.group_size`` > 1), appended to
     ``<run_dir>/validation.jsonl``:
     what level-by-level confidence intervals are computed from (``algos.statistics``)."""
-    rows = [{"step": step, "level": int(level), "success": bool(success), "reward": float(reward)}
-            for level, success, reward in zip(batch.seeds.tolist(), batch.success.tolist(),
-                                              batch.episode_reward.tolist(), strict=True)]
+    rows = [{"step": step, "level": int(level), "member": b % batch.group_size, "success": bool(success),
+             "reward": float(reward)}
+            for b, (level, success, reward) in enumerate(zip(batch.seeds.tolist(), batch.success.tolist(),
+                                                             batch.episode_reward.tolist(), strict=True))]
     with (Path(run_dir) / VALIDATION_FILE).open("a") as handle:
         handle.write("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def validation_scores(run_dir: Path) -> dict[int, np.ndarray]:
-    """``{step: success per held-out level}`` from ``<run_dir>/validation.jsonl`` (the last row of a
-    (step, level) wins, so a resumed run's repeated validation counts once)."""
-    by_step: dict[int, dict[int, float]] = defaultdict(dict)
+    """``{step: success rate per validation level}`` from ``<run_dir>/validation.jsonl``: the mean over the
+    level's members (``es_manager.val.group_size`` episodes; rows without ``member`` are member 0), the last
+    row of a (step, level, member) winning, so a resumed run's repeated validation counts once."""
+    by_step: dict[int, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     path = Path(run_dir) / VALIDATION_FILE
     for line in path.read_text().splitlines() if path.is_file() else []:
         row = json.loads(line)
-        by_step[row["step"]][row["level"]] = float(row["success"])
-    return {step: np.array([levels[k] for k in sorted(levels)]) for step, levels in sorted(by_step.items())}
+        by_step[row["step"]][row["level"]][row.get("member", 0)] = float(row["success"])
+    return {step: np.array([np.mean(list(levels[k].values())) for k in sorted(levels)])
+            for step, levels in sorted(by_step.items())}
 
 
 def validation_summary(run_dir: Path) -> str | None:
