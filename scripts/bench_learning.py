@@ -120,8 +120,8 @@ def plot(record: dict, path: Path) -> None:
     axis.fill_between(steps, [row["low"] for row in record["validation"]], [row["high"] for row in record["validation"]],
                       alpha=0.3, label="95% CI (seeds, then levels)")
     axis.set(xlabel="training step", ylabel="success rate", ylim=(0, 1),
-             title=f"{record['env']}: {len(record['seeds'])} seeds x {record['levels']} episodes on "
-                   f"{record.get('validated_on', 'held-out levels')}")
+             title=f"{record['env']}: {len(record['seeds'])} seeds x {record['levels']} levels "
+                   f"({record.get('validated_on', 'held-out levels')})")
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
