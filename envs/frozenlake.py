@@ -48,21 +48,34 @@ _PALETTE = {
 }
 
 
-def has_path(frozen: np.ndarray, start: Cell, goal: Cell) -> bool:
-    """BFS over 4-neighbour frozen cells: can `goal` be reached from `start`?"""
+def goal_distances(frozen: np.ndarray, goal: Cell) -> dict[Cell, int]:
+    """BFS from ``goal`` over 4-neighbour frozen cells: the fewest moves from each cell that can reach it."""
     size = frozen.shape[0]
-    seen = {start}
-    queue = deque([start])
+    distances = {goal: 0}
+    queue = deque([goal])
     while queue:
         row, col = queue.popleft()
-        if (row, col) == goal:
-            return True
         for d_row, d_col in MOVES.values():
             cell = (row + d_row, col + d_col)
-            if 0 <= cell[0] < size and 0 <= cell[1] < size and frozen[cell] and cell not in seen:
-                seen.add(cell)
+            if 0 <= cell[0] < size and 0 <= cell[1] < size and frozen[cell] and cell not in distances:
+                distances[cell] = distances[(row, col)] + 1
                 queue.append(cell)
-    return False
+    return distances
+
+
+def has_path(frozen: np.ndarray, start: Cell, goal: Cell) -> bool:
+    """Can ``goal`` be reached from ``start`` over frozen cells?"""
+    return start in goal_distances(frozen, goal)
+
+
+def shortest_path_moves(frozen: np.ndarray, cell: Cell, goal: Cell) -> list[int]:
+    """The actions that start a shortest frozen path from ``cell`` to ``goal`` without slipping (each
+    moves onto a frozen cell one move closer to the goal); empty when the goal is unreachable or reached."""
+    distances = goal_distances(frozen, goal)
+    if cell not in distances or cell == goal:
+        return []
+    return [action for action, (d_row, d_col) in MOVES.items()
+            if distances.get((cell[0] + d_row, cell[1] + d_col)) == distances[cell] - 1]
 
 
 def generate_map(size: int, p: float, rng: np.random.Generator) -> tuple[np.ndarray, Cell, Cell]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the gymnasium ids)
-from envs.frozenlake import DOWN, LEFT, RIGHT, UP, FrozenLakeEnv
+from envs.frozenlake import DOWN, LEFT, RIGHT, UP, FrozenLakeEnv, goal_distances, shortest_path_moves
 
 STEPS = {LEFT: (0, -1), DOWN: (1, 0), RIGHT: (0, 1), UP: (-1, 0)}
 
@@ -71,6 +71,32 @@ def test_maps_have_one_start_one_goal_and_holes_at_rate_about_one_minus_p(p: flo
         holes += counts["O"]
     # 14 free cells per map; a guaranteed path makes holes a little rarer than 1 - p.
     assert low <= holes / (500 * 14) <= high
+
+
+def test_shortest_path_moves_by_hand() -> None:
+    frozen = np.array([list(row) for row in ["____", "_OO_", "__O_", "O___"]]) != "O"
+    # (0, 0) -> (3, 3): along row 0 then down, or down column 0 then along row 3: 6 moves either way
+    assert shortest_path_moves(frozen, (0, 0), (3, 3)) == [DOWN, RIGHT]
+    assert goal_distances(frozen, (3, 3))[(0, 0)] == 6
+    assert shortest_path_moves(frozen, (2, 0), (3, 3)) == [RIGHT]  # down is a hole, up goes the long way
+    assert shortest_path_moves(frozen, (0, 0), (2, 1)) == [DOWN]
+    assert shortest_path_moves(frozen, (3, 3), (3, 3)) == []  # already there
+    walled = np.array([list(row) for row in ["_O__", "O___", "____", "____"]]) != "O"
+    assert shortest_path_moves(walled, (0, 0), (3, 3)) == []  # no frozen path
+
+
+def test_following_shortest_path_moves_reaches_every_goal_in_its_distance() -> None:
+    env = FrozenLakeEnv(is_slippery=False)
+    for seed in range(200):
+        env.reset(seed=seed)
+        distance = goal_distances(env.frozen, env.goal)[env.start]
+        assert len(shortest_actions(env._render_grid())) == distance  # agrees with the test-side BFS
+        reward = 0.0
+        for _ in range(distance):
+            moves = shortest_path_moves(env.frozen, env.player, env.goal)
+            assert moves, f"seed {seed}: no move from {env.player}"
+            _, reward, *_ = env.step(moves[-1])
+        assert reward == 1.0 and env.player == env.goal
 
 
 def test_hand_map_moves_goal_and_hole() -> None:
