@@ -33,8 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+import envs
+from agents.rollout import actions_per_traj
 from algos.statistics import aggregate_across_runs, hierarchical_bootstrap_ci
-from algos.training.tracking import METRICS_FILE, read_metrics, validation_scores
+from algos.training.compose import compose_config
+from algos.training.tracking import METRICS_FILE, read_metrics, validation_levels, validation_scores
+from envs.reference_policies import random_actions_success, repeated_action_success
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = ("bandit", "frozenlake", "sokoban")
@@ -103,6 +107,24 @@ def summarise(env: str, runs: dict[int, Path], walls: dict[int, float], override
     }
 
 
+def board_blind_references(env: str, runs: dict[int, Path], overrides: list[str], episodes: int = 500) -> dict:
+    """What play that ignores the board scores on each run's validation levels with the runs' action budget
+    (``envs.reference_policies``): uniformly random valid actions (``episodes`` a level; 95% CI over seeds,
+    then levels, as the curve's) and the best single action repeated (per seed, its best action's mean)."""
+    config = compose_config([f"bench={env}", *overrides])
+    game = envs.make(config.env.name, **config.env.kwargs)
+    budget = actions_per_traj(config.agent_config(), game)
+    levels = {seed: validation_levels(path) for seed, path in runs.items()}
+    if missing := [str(runs[seed]) for seed, found in levels.items() if not found]:
+        raise SystemExit(f"no validation episodes in {missing}: the references are computed on validated levels")
+    random = np.stack([random_actions_success(game, levels[seed], budget, episodes, seed=seed) for seed in runs])
+    repeated = [float(repeated_action_success(game, levels[seed], budget).mean(axis=1).max()) for seed in runs]
+    game.close()
+    return {"actions_per_episode": budget, "random_episodes_per_level": episodes,
+            "uniformly random valid actions": hierarchical_bootstrap_ci(random).as_dict(),
+            "best single action repeated": float(np.mean(repeated))}
+
+
 def run_minutes(run_dir: Path) -> float:
     """A run's own time from its metrics: format warm-up + training steps + validations, in minutes. Model
     loads and restarts are left out, so a run stopped and resumed counts what it computed, once."""
@@ -122,6 +144,9 @@ def plot(record: dict, path: Path) -> None:
     axis.set(xlabel="training step", ylabel="success rate", ylim=(0, 1),
              title=f"{record['env']}: {len(record['seeds'])} seeds x {record['levels']} levels "
                    f"({record.get('validated_on', 'held-out levels')})")
+    if "references" in record:
+        axis.axhline(record["references"]["uniformly random valid actions"]["estimate"], color="grey",
+                     linestyle="--", label="uniformly random valid actions")
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -137,6 +162,12 @@ def markdown(record: dict) -> str:
              "| step | validation success (mean over seeds x levels) | 95% CI | n |", "| --- | --- | --- | --- |"]
     lines += [f"| {row['step']} | {row['estimate']:.3f} | [{row['low']:.3f}, {row['high']:.3f}] | {row['n']} |"
               for row in record["validation"]]
+    if "references" in record:
+        random, best = (record["references"][key] for key in ("uniformly random valid actions",
+                                                                "best single action repeated"))
+        lines += ["", f"Board-blind play on the same levels ({record['references']['actions_per_episode']} actions an "
+                  f"episode): uniformly random valid actions {random['estimate']:.3f} [{random['low']:.3f}, "
+                  f"{random['high']:.3f}]; the best single action repeated {best:.3f}."]
     timing = record["time_per_step_s"]
     lines += ["", f"Time per step {timing['step_s']:.1f} s (rollout {timing['rollout_s']:.1f}, log-probs "
               f"{timing['log_prob_s']:.1f}, update {timing['update_s']:.1f}); per run: warm-up + steps + "
@@ -160,8 +191,6 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.seeds) < 3:
         print(f"note: {len(args.seeds)} seed(s); claims need >= 3", file=sys.stderr)
-    from algos.training.compose import compose_config
-
     steps = args.steps or compose_config([f"bench={args.env}", *args.overrides]).trainer.total_training_steps
     name = f"learning_{args.env}" + ("" if args.train_levels is None else f"_pool{args.train_levels}")
     runs_dir = args.runs_dir or REPO / "benchmarks" / "runs" / name
@@ -171,6 +200,7 @@ def main() -> None:
                                                                  args.train_levels), runs),
                          strict=True))
     record = summarise(args.env, runs, walls, args.overrides, args.train_levels)
+    record["references"] = board_blind_references(args.env, runs, args.overrides)
     out = args.out or REPO / "benchmarks" / f"{name}.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(record))

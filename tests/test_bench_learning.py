@@ -141,3 +141,25 @@ def test_validation_rows_name_each_episode_s_member(tmp_path):
     assert [(row["level"], row["member"], row["success"]) for row in rows] == [
         (100, 0, False), (100, 1, True), (101, 0, True), (101, 1, True)]
     assert validation_scores(tmp_path)[3].tolist() == [0.5, 1.0]
+
+
+def test_references_are_board_blind_play_on_each_run_s_validation_levels(tmp_path):
+    # seed 0's pool-8 levels (10000-10007, BENCHMARKS "Why nothing learns"): repeating Down solves 2 of 8
+    run = tmp_path / "seed0"
+    run.mkdir()
+    rows = [{"step": step, "level": 10_000 + i, "member": 0, "success": False, "reward": 0.0}
+            for step in (0, 10) for i in range(8)]
+    (run / "validation.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    references = bench.board_blind_references("frozenlake", {0: run}, [], episodes=200)
+    assert references["actions_per_episode"] == 10  # 5 turns x 2 actions (conf/bench/frozenlake.yaml)
+    assert references["best single action repeated"] == 0.25
+    random = references["uniformly random valid actions"]
+    assert random["n"] == 8 and random["low"] < random["estimate"] < random["high"]
+    assert 0.12 < random["estimate"] < 0.28  # 0.194 with 1,000 episodes a level
+    record = {"env": "frozenlake", "date": "d", "machine": "m", "seeds": [0], "levels": 8, "overrides": [],
+              "validation": [], "references": references, "run_min": {0: 1.0}, "wall_min": {0: 1.0},
+              "peak_rss_gib": 1.0, "time_per_step_s": dict.fromkeys(("step_s", "rollout_s", "log_prob_s", "update_s"), 1.0)}
+    assert "the best single action repeated 0.250" in bench.markdown(record)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no validation episodes"):
+        bench.board_blind_references("frozenlake", {0: tmp_path / "empty"}, [])

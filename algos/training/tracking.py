@@ -251,6 +251,15 @@ def validation_scores(run_dir: Path) -> dict[int, np.ndarray]:
             for step, levels in sorted(by_step.items())}
 
 
+def validation_levels(run_dir: Path) -> list[int]:
+    """The levels of the run's first validation in ``<run_dir>/validation.jsonl``, sorted (as
+    :func:`validation_scores` orders its scores); empty without validation."""
+    path = Path(run_dir) / VALIDATION_FILE
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    first = min((row["step"] for row in rows), default=None)
+    return sorted({row["level"] for row in rows if row["step"] == first})
+
+
 def validation_summary(run_dir: Path) -> str | None:
     """``validation success: step 0 0.12 [0.05, 0.21] (n=64) -> step 30 ...``: the first and last
     validation of the run with 95% bootstrap intervals over levels; None without validation."""
