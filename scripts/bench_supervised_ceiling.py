@@ -1,0 +1,181 @@
+"""Supervised ceiling (a diagnostic, not a way to train agents): how many labelled boards does the model
+need before its first FrozenLake move depends on the board?
+
+RL learns which move to make from one success bit per episode. Here the same model gets the best signal
+there is instead: each training board comes with a move that starts a shortest frozen path to the goal
+(``envs.frozenlake.shortest_path_moves``, one drawn at random when several do), and the model is trained
+by plain supervised fine-tuning on the first-turn prompt the rollout engine builds (``conf/bench/frozenlake``,
+``agents.rollout.opening``) followed by ``" <move> </answer>"`` (the answer-only reply after the prefill).
+If even this needs N boards to beat the board-blind policies, RL that sees a few hundred episodes of
+uncertain credit cannot be expected to, and the gap is the model's, not the algorithm's.
+
+Measured on ``--eval-levels`` held-out levels (the validation levels, 123, 124, ...) after 0 and after each
+``--eval-at`` count of training boards: the model's move is the one of the four one-move replies it gives
+the highest likelihood; it is right when that move starts a shortest path. 95% intervals by bootstrap over
+seeds, then levels (``algos.statistics``). Reference points on the same levels: a uniformly random move
+(the mean share of optimal moves) and the best single move for every board. ``--policies DIR ...`` scores
+exported policies (e.g. the RL runs' ``hf_model``) the same way::
+
+    python scripts/bench_supervised_ceiling.py --seeds 0 1 --examples 1024 --eval-at 128 256 512 1024 \\
+        --policies benchmarks/runs/learning_frozenlake/seed0/hf_model
+
+Writes ``benchmarks/supervised_ceiling_frozenlake.json`` (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import envs
+from agents.config import AgentConfig
+from agents.demonstrations import Demonstration, demonstration_reply
+from agents.model import load_model_and_tokenizer
+from agents.prompts import ChatTokenizer, pad_token_id, prefill_text
+from agents.rollout import opening
+from algos.statistics import hierarchical_bootstrap_ci
+from algos.training.compose import compose_config
+from algos.training.engine import cpu_autocast
+from algos.training.format_warmup import demonstration_batch, reply_nll
+from algos.training.packed_logprobs import grouped_response_log_probs
+from envs.frozenlake import shortest_path_moves
+
+REPO = Path(__file__).resolve().parents[1]
+FIRST_TRAIN_LEVEL = 10_000  # the training levels' range (bench_learning), apart from the validation levels
+LEVELS_PER_SEED = 100_000
+
+
+def labelled_board(config: AgentConfig, chat: ChatTokenizer, level: int, max_new_tokens: int
+                   ) -> tuple[list[int], list[int]]:
+    """Level ``level``'s first-turn prompt ids (ending with the prefill) and its shortest-path first moves."""
+    env = envs.make(config.env.name, **config.env.kwargs)
+    messages, _ = opening(env, config, level, member=0, max_new_tokens=max_new_tokens)
+    moves = shortest_path_moves(env.frozen, env.start, env.goal)
+    env.close()
+    return chat.prompt_ids(messages, prefill_text(config.agent_proxy.enable_think)), moves
+
+
+def move_choices(model: torch.nn.Module, boards: list[tuple[list[int], list[int]]], replies: list[list[int]],
+                 pad_id: int, bf16: str, chunk: int = 16) -> np.ndarray:
+    """For each board, the index of the reply in ``replies`` (one per action) with the highest total
+    log-likelihood after the board's prompt; ``chunk`` boards a forward, each prompt run once for its replies."""
+    choices = []
+    model.eval()
+    with torch.no_grad(), cpu_autocast(bf16):
+        for first in range(0, len(boards), chunk):
+            levels = [[Demonstration(0, prompt, reply, "") for reply in replies]
+                      for prompt, _ in boards[first:first + chunk]]
+            input_ids, attention_mask, mask, group = demonstration_batch(levels, pad_id)
+            logp, _ = grouped_response_log_probs(model, input_ids, attention_mask, mask, group, temperature=1.0)
+            totals = (logp.float() * mask).sum(dim=1).view(len(levels), len(replies))
+            choices += totals.argmax(dim=1).tolist()
+    return np.array(choices)
+
+
+def accuracy(choices: np.ndarray, boards: list[tuple[list[int], list[int]]]) -> np.ndarray:
+    """1.0 where the chosen action starts a shortest path on that board, else 0.0."""
+    return np.array([float(choice in moves) for choice, (_, moves) in zip(choices, boards, strict=True)])
+
+
+def first_move_references(boards: list[tuple[list[int], list[int]]], actions: int) -> dict[str, float]:
+    """Expected accuracy of a uniformly random move and of the best single move played on every board."""
+    hit = np.array([[float(action in moves) for action in range(actions)] for _, moves in boards])
+    return {"uniformly random move": float(hit.mean()), "best single move": float(hit.mean(axis=0).max())}
+
+
+def train_and_evaluate(seed: int, args: argparse.Namespace, config: AgentConfig, eval_boards: list, max_new: int,
+                       names: tuple[str, ...]) -> dict[int, np.ndarray]:
+    """Fine-tune a fresh copy of the base model on ``args.examples`` labelled boards of this seed's levels,
+    ``args.batch`` boards an AdamW step; per-level accuracy after each count in ``[0, *args.eval_at]``."""
+    torch.manual_seed(seed)
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    chat, pad_id = ChatTokenizer(tokenizer), pad_token_id(tokenizer)
+    replies = [chat.encode(demonstration_reply([name], enable_think=False)) for name in names]
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    scores = {0: accuracy(move_choices(model, eval_boards, replies, pad_id, args.bf16), eval_boards)}
+    print(f"seed {seed}: 0 boards, accuracy {scores[0].mean():.3f}", flush=True)
+    first = FIRST_TRAIN_LEVEL + LEVELS_PER_SEED * seed
+    for start in range(0, args.examples, args.batch):
+        batch = []
+        for level in range(first + start, first + min(start + args.batch, args.examples)):
+            prompt, moves = labelled_board(config, chat, level, max_new)
+            label = names[int(rng.choice(moves))]
+            batch.append([Demonstration(level, prompt, chat.encode(demonstration_reply([label], False)), label)])
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        with cpu_autocast(args.bf16):
+            reply_nll(model, batch, pad_id).backward()  # one padded forward: the prompts differ by a few tokens
+        optimizer.step()
+        seen = start + len(batch)
+        if seen in args.eval_at:
+            scores[seen] = accuracy(move_choices(model, eval_boards, replies, pad_id, args.bf16), eval_boards)
+            print(f"seed {seed}: {seen} boards, accuracy {scores[seen].mean():.3f}", flush=True)
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--examples", type=int, default=1024, help="labelled training boards per seed")
+    parser.add_argument("--eval-at", type=int, nargs="+", default=[128, 256, 512, 1024],
+                        help="evaluate after these many training boards (multiples of --batch)")
+    parser.add_argument("--eval-levels", type=int, default=128, help="held-out levels 123, 124, ...")
+    parser.add_argument("--batch", type=int, default=8, help="boards per AdamW step")
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--bf16", choices=("true", "false"), default="true", help="bf16 autocast (as actor.bf16)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=None, help="starting model (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--policies", type=Path, nargs="*", default=[], help="exported policies to score as well")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "supervised_ceiling_frozenlake.json")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides on top of bench=frozenlake")
+    args = parser.parse_args()
+    bad = [count for count in args.eval_at if count % args.batch or not 0 < count <= args.examples]
+    if bad:
+        parser.error(f"--eval-at {bad} is invalid; allowed: multiples of --batch {args.batch} up to --examples")
+    torch.set_num_threads(args.threads)
+    full = compose_config(["bench=frozenlake", *args.overrides])
+    config, max_new = full.agent_config(), full.actor_rollout_ref.rollout.response_length
+    if config.env.name != "frozenlake" or config.agent_proxy.enable_think:
+        raise SystemExit("the ceiling is defined for frozenlake with answer-only replies (agent_proxy.enable_think=false)")
+    _, tokenizer = load_model_and_tokenizer(args.model)
+    chat = ChatTokenizer(tokenizer)
+    env = envs.make(config.env.name, **config.env.kwargs)
+    names = tuple(env.action_names)
+    env.close()
+    first_val = full.es_manager.val_seed_start
+    eval_boards = [labelled_board(config, chat, level, max_new) for level in range(first_val, first_val + args.eval_levels)]
+    start = time.perf_counter()
+    runs = {seed: train_and_evaluate(seed, args, config, eval_boards, max_new, names) for seed in args.seeds}
+    counts = sorted(runs[args.seeds[0]])
+    curve = [{"boards": count, **hierarchical_bootstrap_ci(np.stack([runs[s][count] for s in args.seeds])).as_dict()}
+             for count in counts]
+    pad_id = pad_token_id(tokenizer)
+    replies = [chat.encode(demonstration_reply([name], enable_think=False)) for name in names]
+    policies = {}
+    for path in args.policies:
+        policy, _ = load_model_and_tokenizer(str(path))
+        hits = accuracy(move_choices(policy, eval_boards, replies, pad_id, args.bf16), eval_boards)
+        policies[str(path)] = hierarchical_bootstrap_ci(hits[None]).as_dict()
+    record = {
+        "env": "frozenlake", "overrides": args.overrides, "seeds": args.seeds, "eval_levels": args.eval_levels,
+        "first_eval_level": first_val, "lr": args.lr, "batch": args.batch, "bf16": args.bf16,
+        "date": date.today().isoformat(), "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
+        "minutes": (time.perf_counter() - start) / 60,
+        "references": first_move_references(eval_boards, len(names)),
+        "first_move_accuracy": curve, "policies": policies,
+    }
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()

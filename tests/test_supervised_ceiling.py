@@ -1,0 +1,42 @@
+"""The supervised-ceiling diagnostic's scoring: labels are shortest-path first moves of the very prompt the
+rollout engine builds, a choice is right when it starts a shortest path, and the board-blind references
+are computed by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import envs
+from agents.model import load_tokenizer
+from agents.prompts import ChatTokenizer
+from algos.training.compose import compose_config
+from envs.frozenlake import DOWN, LEFT, RIGHT, UP
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_supervised_ceiling.py"
+spec = importlib.util.spec_from_file_location("bench_supervised_ceiling", SCRIPT)
+ceiling = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ceiling)
+
+
+def test_references_and_accuracy_by_hand() -> None:
+    boards = [([], [DOWN]), ([], [DOWN, RIGHT]), ([], [UP]), ([], [LEFT, UP])]
+    references = ceiling.first_move_references(boards, actions=4)
+    # a random move is right 1/4, 2/4, 1/4, 2/4 of the time; Down and Up each start 2 of the 4 boards' paths
+    assert references == {"uniformly random move": pytest.approx(6 / 16), "best single move": 0.5}
+    assert ceiling.accuracy(np.array([DOWN, LEFT, UP, UP]), boards).tolist() == [1.0, 0.0, 1.0, 1.0]
+
+
+def test_a_labelled_board_is_the_rollout_prompt_and_its_shortest_path_moves() -> None:
+    config = compose_config(["bench=frozenlake"]).agent_config()
+    chat = ChatTokenizer(load_tokenizer(None))
+    prompt, moves = ceiling.labelled_board(config, chat, 123, max_new_tokens=16)
+    text = chat.tokenizer.decode(prompt)
+    env = envs.make(config.env.name, **config.env.kwargs)
+    observation, _ = env.reset(seed=123)
+    assert observation in text and text.endswith("<answer>")  # the first turn, prefilled for answer-only
+    # level 123: start (1, 3), goal (1, 2) right beside it: Left is the only shortest first move
+    assert (env.start, env.goal, moves) == ((1, 3), (1, 2), [LEFT])
