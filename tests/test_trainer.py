@@ -312,6 +312,26 @@ def test_format_warmup_runs_before_rl_logs_at_step_0_and_is_skipped_on_resume(tm
     assert "format warm-up" not in capsys.readouterr().out
 
 
+def test_a_resumed_kl_run_measures_kl_to_the_same_warmed_up_reference(tmp_path):
+    # the resumed run skips the warm-up, so it must read the reference back, not copy the un-warmed model
+    run = [*TINY_RUN, "format_warmup.steps=2", "format_warmup.levels_per_step=1", "format_warmup.replies_per_level=2",
+           "trainer.save_freq=1", "agent_proxy.enable_think=false", "actor_rollout_ref.actor.use_kl_loss=true"]
+    first = Trainer(validate(compose_config(run)), tmp_path)
+    first.fit()
+    warmed = {name: value.clone() for name, value in first.reference.state_dict().items()}
+    untouched = Trainer(validate(compose_config(run)), tmp_path / "other").model.state_dict()
+    assert any(not torch.equal(warmed[name], untouched[name]) for name in warmed)  # the warm-up moved it
+    resumed = Trainer(validate(compose_config([*run, "trainer.resume=auto", "trainer.total_training_steps=2"])), tmp_path)
+    resumed.setup()
+    assert resumed.step == 1 and resumed.warmup_metrics == {}
+    for name, value in resumed.reference.state_dict().items():
+        torch.testing.assert_close(value, warmed[name], atol=0, rtol=0)
+    (tmp_path / "checkpoints" / "reference" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no saved KL reference.*use_kl_loss=false"):
+        Trainer(validate(compose_config([*run, "trainer.resume=auto", "trainer.total_training_steps=2"])),
+                tmp_path).setup()
+
+
 def test_warmed_up_weights_reach_the_rollout_backend_before_the_first_rollout(tokenizer, tmp_path):
     class SnapshotBackend(HFBackend):
         """Keeps its own copy of the weights (as a vLLM engine does) and records each push."""

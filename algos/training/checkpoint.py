@@ -9,6 +9,10 @@ checkpoint is written into ``.tmp-global_step_<k>`` and renamed into place when 
 named ``global_step_<k>`` is always complete; leftovers of a killed or failed save are removed. Weights
 with a NaN or inf are never saved, and the checkpoint just written is never pruned.
 
+The frozen KL reference (``use_kl_loss`` without LoRA: the policy after the format warm-up, which a
+resumed run skips) is written once, with the run's first checkpoint, to ``<ckpt_dir>/reference/`` as
+safetensors, and read back on resume, so a resumed run measures KL to the same model as before.
+
 Every file is read with ``weights_only=True`` (DeepSpeed's reads too), after its manifest verified.
 """
 
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
 from deepspeed.runtime.engine import DeepSpeedEngine
 
@@ -36,6 +41,7 @@ from algos.training.checkpoint_files import (
 from algos.training.data_parallel import any_rank
 from algos.training.layout import DEEPSPEED_TAG, TRAINER_STATE_FILE, checkpoints, latest_checkpoint
 
+REFERENCE_FILE = Path("reference") / "model.safetensors"
 CRITIC_TAG = "critic"
 QUARANTINE_PREFIX = "corrupt-"
 _FULL_DISK_BYTES = 1 << 20  # a failed write with less free space than this is reported as a full disk
@@ -245,3 +251,27 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None
     untied = [key for key in missing if own[key].data_ptr() not in loaded and key not in frozen]
     if unexpected or untied:
         raise ValueError(f"checkpoint does not match the model: missing {untied}, unexpected {unexpected}")
+
+
+def save_reference(reference: torch.nn.Module, ckpt_dir: Path) -> None:
+    """Write the frozen KL reference's weights to ``<ckpt_dir>/reference/model.safetensors`` unless they are
+    there (once a run: the reference never changes); atomically (temp file, then rename), on rank 0."""
+    target = Path(ckpt_dir) / REFERENCE_FILE
+    if target.is_file() or not is_main_process():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(".tmp-" + target.name)
+    safetensors.torch.save_model(reference, str(partial))  # tied weights (embeddings = lm_head) once
+    partial.replace(target)
+
+
+def restore_reference(reference: torch.nn.Module, ckpt_dir: Path) -> None:
+    """Load the weights :func:`save_reference` wrote into ``reference`` (all of them, strictly); a run
+    resumed from a checkpoint without them cannot measure KL to its reference: ``FileNotFoundError``."""
+    target = Path(ckpt_dir) / REFERENCE_FILE
+    if not target.is_file():
+        raise FileNotFoundError(
+            f"{target} is missing: the checkpoint in {ckpt_dir} has no saved KL reference (written since 2026-12-03), "
+            "so a resumed run would measure KL to the un-warmed base model; allowed: start the run afresh, or "
+            "resume with actor_rollout_ref.actor.use_kl_loss=false")
+    safetensors.torch.load_model(reference, str(target), strict=True)

@@ -45,7 +45,7 @@ from agents.prompts import pad_token_id
 from agents.rollout import RolloutBatch, RolloutEngine
 from algos import compute_advantages
 from algos.training.actor import needs_old_log_probs, sequence_log_probs, update_policy
-from algos.training.checkpoint import resume_checkpoint, save_checkpoint
+from algos.training.checkpoint import restore_reference, resume_checkpoint, save_checkpoint, save_reference
 from algos.training.critic import Critic
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
 from algos.training.early_stopping import HISTORY_KEY, RewardVarianceWatch
@@ -54,7 +54,7 @@ from algos.training.export import export_hf_model
 from algos.training.format_warmup import format_warmup, warmup_lr, warmup_skip_reason
 from algos.training.group_selection import collect_groups
 from algos.training.layout import latest_checkpoint
-from algos.training.lora import enable_gradient_checkpointing, frozen_reference
+from algos.training.lora import enable_gradient_checkpointing, frozen_reference, is_lora
 from algos.training.memory import limit_heap_slack, peak_rss_gib
 from algos.training.nonfinite import NonFiniteGuard
 from algos.training.policy import load_policy
@@ -120,6 +120,8 @@ class Trainer:
             self.warmup_metrics = self.warm_up_format()
         if self.actor.use_kl_loss:  # the initial (warmed-up) policy; under LoRA the base model (algos.training.lora)
             self.reference = frozen_reference(self.model)
+            if resuming and not is_lora(self.model):  # the warm-up was skipped: the reference comes from disk
+                restore_reference(self.reference, self.ckpt_dir)
         self.engine = build_engine(self.model, self.actor)
         if self.reference is not None:
             self.reference.to(self.engine.device)
@@ -279,6 +281,8 @@ class Trainer:
                 self.nonfinite.after_step(self.step, metrics)  # raises after max_nonfinite_steps in a row
                 stopping = any_rank(bool(stop), self.engine.device)  # a signal may reach some ranks only
                 if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stopping:
+                    if self.reference is not None and not is_lora(self.model):
+                        save_reference(self.reference, self.ckpt_dir)
                     path = save_checkpoint(self.engine, self.ckpt_dir, self.step,
                                            {"wandb_run_id": logger.wandb_run_id, "logger_step": self.step,
                                             HISTORY_KEY: watch.history},
