@@ -19,7 +19,9 @@ exported policies (e.g. the RL runs' ``hf_model``) the same way::
     python scripts/bench_supervised_ceiling.py --seeds 0 1 --examples 1024 --eval-at 128 256 512 1024 \\
         --policies benchmarks/runs/learning_frozenlake/seed0/hf_model
 
-Writes ``benchmarks/supervised_ceiling_frozenlake.json`` (``--out``).
+Writes ``benchmarks/supervised_ceiling_frozenlake.json`` (``--out``), with every level's result. Seeds run
+side by side as separate invocations (``--seeds 0 --out a.json`` and ``--seeds 1 --out b.json``) are
+pooled into one record by ``--combine a.json b.json --out ...``.
 """
 
 from __future__ import annotations
@@ -137,7 +139,10 @@ def main() -> None:
     parser.add_argument("--policies", type=Path, nargs="*", default=[], help="exported policies to score as well")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "supervised_ceiling_frozenlake.json")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides on top of bench=frozenlake")
+    parser.add_argument("--combine", type=Path, nargs="+", help="pool these records' seeds into --out, run nothing")
     args = parser.parse_args()
+    if args.combine:
+        return combine(args.combine, args.out)
     bad = [count for count in args.eval_at if count % args.batch or not 0 < count <= args.examples]
     if bad:
         parser.error(f"--eval-at {bad} is invalid; allowed: multiples of --batch {args.batch} up to --examples")
@@ -155,9 +160,6 @@ def main() -> None:
     eval_boards = [labelled_board(config, chat, level, max_new) for level in range(first_val, first_val + args.eval_levels)]
     start = time.perf_counter()
     runs = {seed: train_and_evaluate(seed, args, config, eval_boards, max_new, names) for seed in args.seeds}
-    counts = sorted(runs[args.seeds[0]])
-    curve = [{"boards": count, **hierarchical_bootstrap_ci(np.stack([runs[s][count] for s in args.seeds])).as_dict()}
-             for count in counts]
     pad_id = pad_token_id(tokenizer)
     replies = [chat.encode(demonstration_reply([name], enable_think=False)) for name in names]
     policies = {}
@@ -171,10 +173,39 @@ def main() -> None:
         "date": date.today().isoformat(), "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
         "minutes": (time.perf_counter() - start) / 60,
         "references": first_move_references(eval_boards, len(names)),
-        "first_move_accuracy": curve, "policies": policies,
+        "policies": policies,
+        "per_level": {str(seed): {str(count): hits.tolist() for count, hits in run.items()} for seed, run in runs.items()},
     }
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps(record, indent=1))
+    write(record | {"first_move_accuracy": accuracy_curve(record["per_level"])}, args.out)
+
+
+def accuracy_curve(per_level: dict[str, dict[str, list[float]]]) -> list[dict]:
+    """Per count of training boards (those every seed reached), the accuracy over seeds x levels with its
+    95% interval (bootstrap over seeds, then levels)."""
+    counts = sorted(set.intersection(*(set(map(int, run)) for run in per_level.values())))
+    return [{"boards": count, **hierarchical_bootstrap_ci(np.array([run[str(count)] for run in per_level.values()])
+                                                          ).as_dict()} for count in counts]
+
+
+def combine(paths: list[Path], out: Path) -> None:
+    """One record from several invocations' (e.g. one seed each, run side by side): their seeds' per-level
+    accuracies pooled into one curve; the rest (settings, references, policies) from the first, whose
+    settings every other must share."""
+    records = [json.loads(path.read_text()) for path in paths]
+    settings = ("overrides", "eval_levels", "first_eval_level", "lr", "batch", "bf16")
+    for path, record in zip(paths[1:], records[1:], strict=True):
+        if differing := [key for key in settings if record[key] != records[0][key]]:
+            raise SystemExit(f"{path} differs from {paths[0]} in {differing}: only runs of one setting combine")
+    per_level = {seed: run for record in records for seed, run in record["per_level"].items()}
+    policies = {name: value for record in records for name, value in record["policies"].items()}
+    write(records[0] | {"seeds": sorted(map(int, per_level)), "per_level": per_level, "policies": policies,
+                        "minutes": [record["minutes"] for record in records],
+                        "first_move_accuracy": accuracy_curve(per_level)}, out)
+
+
+def write(record: dict, out: Path) -> None:
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({key: value for key, value in record.items() if key != "per_level"}, indent=1))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ are computed by hand."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +41,22 @@ def test_a_labelled_board_is_the_rollout_prompt_and_its_shortest_path_moves() ->
     assert observation in text and text.endswith("<answer>")  # the first turn, prefilled for answer-only
     # level 123: start (1, 3), goal (1, 2) right beside it: Left is the only shortest first move
     assert (env.start, env.goal, moves) == ((1, 3), (1, 2), [LEFT])
+
+
+def test_records_of_seeds_run_side_by_side_combine_into_one_curve(tmp_path) -> None:
+    def record(seed: int, hits: dict[str, list[float]], lr: float = 5e-5) -> dict:
+        return {"overrides": [], "eval_levels": 2, "first_eval_level": 123, "lr": lr, "batch": 8, "bf16": "true",
+                "seeds": [seed], "minutes": 1.0, "policies": {}, "per_level": {str(seed): hits}}
+
+    paths = [tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"]
+    paths[0].write_text(json.dumps(record(0, {"0": [0.0, 0.0], "8": [1.0, 1.0]})))
+    paths[1].write_text(json.dumps(record(1, {"0": [0.0, 1.0], "8": [1.0, 0.0], "16": [1.0, 1.0]})))
+    ceiling.combine(paths[:2], tmp_path / "out.json")
+    combined = json.loads((tmp_path / "out.json").read_text())
+    assert combined["seeds"] == [0, 1] and combined["minutes"] == [1.0, 1.0]
+    start, end = combined["first_move_accuracy"]  # 16 boards: only seed 1 got there, so it is left out
+    assert (start["boards"], start["estimate"], start["n"]) == (0, 0.25, 4)
+    assert (end["boards"], end["estimate"], end["high"]) == (8, 0.75, 1.0)
+    paths[2].write_text(json.dumps(record(2, {"0": [0.0, 0.0]}, lr=1e-4)))
+    with pytest.raises(SystemExit, match=r"differs .* in \['lr'\]"):
+        ceiling.combine([paths[0], paths[2]], tmp_path / "out.json")
