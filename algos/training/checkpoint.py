@@ -102,10 +102,11 @@ def frozen_weights_left_out(module: torch.nn.Module) -> Iterator[None]:
 
 def save_checkpoint(
     engine: DeepSpeedEngine, ckpt_dir: Path, step: int, trainer_state: dict[str, Any], keep: int,
-    critic: DeepSpeedEngine | None = None,
+    critic: DeepSpeedEngine | None = None, reference: torch.nn.Module | None = None,
 ) -> Path:
     """Write ``global_step_<step>`` atomically (temp folder, manifest last, rename), then keep only the
-    newest ``keep`` (never pruning the one just written). ``critic``: also its engine (tag ``critic``).
+    newest ``keep`` (never pruning the one just written). ``critic``: also its engine (tag ``critic``);
+    ``reference``: the KL reference, once a run (:func:`save_reference`).
 
     Every rank calls this (DeepSpeed writes each rank's shards); rank 0 writes the trainer state and the
     manifest, renames and prunes. Raises :class:`CheckpointError`, writing nothing, when a weight is not
@@ -130,6 +131,7 @@ def save_checkpoint(
                 with frozen_weights_left_out(model.module):
                     model.save_checkpoint(str(staging), tag=tag, exclude_frozen_parameters=True)
         barrier()
+        save_reference(reference, ckpt_dir)  # before the first checkpoint is complete, so none lacks it
         if is_main_process():
             torch.save({**trainer_state, "step": step, "rng": rng_state()}, staging / TRAINER_STATE_FILE)
             write_manifest(staging)
@@ -196,10 +198,11 @@ def newest_verified_checkpoint(ckpt_dir: Path) -> Path | None:
     return None
 
 
-def resume_checkpoint(engine: DeepSpeedEngine, ckpt_dir: Path,
-                      critic: DeepSpeedEngine | None = None) -> tuple[Path, dict[str, Any]] | None:
-    """Load :func:`newest_verified_checkpoint` (chosen by rank 0) into ``engine`` (and ``critic``), restore
-    the RNGs; return (its path, its trainer state), or None when ``ckpt_dir`` holds no checkpoint."""
+def resume_checkpoint(engine: DeepSpeedEngine, ckpt_dir: Path, critic: DeepSpeedEngine | None = None,
+                      reference: torch.nn.Module | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """Load :func:`newest_verified_checkpoint` (chosen by rank 0) into ``engine`` (and ``critic``, and the
+    KL ``reference``: :func:`restore_reference`), restore the RNGs; return (its path, its trainer state), or
+    None when ``ckpt_dir`` holds no checkpoint."""
     choice: Path | CheckpointError | None = None
     if is_main_process():
         try:
@@ -219,6 +222,7 @@ def resume_checkpoint(engine: DeepSpeedEngine, ckpt_dir: Path,
             load_path, _ = model.load_checkpoint(str(choice), tag=tag, load_module_strict=not frozen_parameters(model))
         if load_path is None:
             raise CheckpointError(f"no DeepSpeed checkpoint (tag {tag!r}) in {choice}")
+    restore_reference(reference, ckpt_dir)
     set_rng_state(state["rng"])
     return choice, state
 
@@ -253,11 +257,12 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None
         raise ValueError(f"checkpoint does not match the model: missing {untied}, unexpected {unexpected}")
 
 
-def save_reference(reference: torch.nn.Module, ckpt_dir: Path) -> None:
+def save_reference(reference: torch.nn.Module | None, ckpt_dir: Path) -> None:
     """Write the frozen KL reference's weights to ``<ckpt_dir>/reference/model.safetensors`` unless they are
-    there (once a run: the reference never changes); atomically (temp file, then rename), on rank 0."""
+    there (once a run: the reference never changes); atomically (temp file, then rename), on rank 0. Nothing
+    without a reference or under LoRA (its reference is the policy's base model, not a copy)."""
     target = Path(ckpt_dir) / REFERENCE_FILE
-    if target.is_file() or not is_main_process():
+    if not isinstance(reference, torch.nn.Module) or target.is_file() or not is_main_process():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(".tmp-" + target.name)
@@ -265,10 +270,12 @@ def save_reference(reference: torch.nn.Module, ckpt_dir: Path) -> None:
     partial.replace(target)
 
 
-def restore_reference(reference: torch.nn.Module, ckpt_dir: Path) -> None:
-    """Load the weights :func:`save_reference` wrote into ``reference`` (all of them, strictly); a run
-    resumed from a checkpoint without them cannot measure KL to its reference: ``FileNotFoundError``."""
+def restore_reference(reference: torch.nn.Module | None, ckpt_dir: Path) -> None:
+    """Load the weights :func:`save_reference` wrote into ``reference`` (all of them, strictly; nothing when
+    it wrote none); a resumed run without them cannot measure KL to its reference: ``FileNotFoundError``."""
     target = Path(ckpt_dir) / REFERENCE_FILE
+    if not isinstance(reference, torch.nn.Module):
+        return
     if not target.is_file():
         raise FileNotFoundError(
             f"{target} is missing: the checkpoint in {ckpt_dir} has no saved KL reference (written since 2026-12-03), "

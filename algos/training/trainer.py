@@ -15,15 +15,15 @@ DeepSpeed engine, rollout backend), then repeats ``train_step``, which reads top
     gae: the critic's update on R (the actor's is skipped in steps 1..critic.warmup)
     log; validate every test_freq steps; checkpoint every save_freq steps; stop early (early_stop_*)
 
-Steps count from 1 everywhere (rollout levels, sampling seeds, metrics rows, ``global_step_<k>``).
-The weights reach the rollout backend in one place, ``rollout_engine_in_sync``, before any rollout
-that follows a change (warm-up, resume, update).
+Steps count from 1 everywhere (rollout levels, sampling seeds, metrics rows, ``global_step_<k>``). The weights
+reach the rollout backend in one place, ``rollout_engine_in_sync``, before any rollout that follows a change
+(warm-up, resume, update).
 
-Under ``torchrun --nproc_per_node N`` each rank plays its share of the groups and trains on its share
-of every mini-batch, with the same filter, advantages, metrics and gradient as one process over the
-whole batch (``algos.training.data_parallel``); rank 0 logs. Pass ``hydra.run.dir`` so all ranks
-share a run dir. At the end (finished or stopped by a signal) the policy is exported once to
-``<run dir>/hf_model`` (``algos.training.export``).
+Under ``torchrun --nproc_per_node N`` each rank plays its share of the groups and trains on its share of every
+mini-batch, with the same filter, advantages, metrics and gradient as one process over the whole batch
+(``algos.training.data_parallel``); rank 0 logs. Pass ``hydra.run.dir`` so all ranks share a run dir. At the
+end (finished or stopped by a signal) the policy is exported once to ``<run dir>/hf_model``
+(``algos.training.export``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from agents.prompts import pad_token_id
 from agents.rollout import RolloutBatch, RolloutEngine
 from algos import compute_advantages
 from algos.training.actor import needs_old_log_probs, sequence_log_probs, update_policy
-from algos.training.checkpoint import restore_reference, resume_checkpoint, save_checkpoint, save_reference
+from algos.training.checkpoint import resume_checkpoint, save_checkpoint
 from algos.training.critic import Critic
 from algos.training.data_parallel import any_rank, gather_rollout, group_share, rank_and_world
 from algos.training.early_stopping import HISTORY_KEY, RewardVarianceWatch
@@ -54,7 +54,7 @@ from algos.training.export import export_hf_model
 from algos.training.format_warmup import format_warmup, warmup_lr, warmup_skip_reason
 from algos.training.group_selection import collect_groups
 from algos.training.layout import latest_checkpoint
-from algos.training.lora import enable_gradient_checkpointing, frozen_reference, is_lora
+from algos.training.lora import enable_gradient_checkpointing, frozen_reference
 from algos.training.memory import limit_heap_slack, peak_rss_gib
 from algos.training.nonfinite import NonFiniteGuard
 from algos.training.policy import load_policy
@@ -120,8 +120,6 @@ class Trainer:
             self.warmup_metrics = self.warm_up_format()
         if self.actor.use_kl_loss:  # the initial (warmed-up) policy; under LoRA the base model (algos.training.lora)
             self.reference = frozen_reference(self.model)
-            if resuming and not is_lora(self.model):  # the warm-up was skipped: the reference comes from disk
-                restore_reference(self.reference, self.ckpt_dir)
         self.engine = build_engine(self.model, self.actor)
         if self.reference is not None:
             self.reference.to(self.engine.device)
@@ -162,8 +160,8 @@ class Trainer:
         return RolloutEngine(self.config.agent_config(), self.tokenizer, backend)
 
     def resume(self) -> dict[str, Any]:
-        """Load the newest checkpoint that verifies against its manifest; return its trainer state."""
-        path, state = resume_checkpoint(self.engine, self.ckpt_dir, getattr(self.critic, "engine", None))
+        """Load the newest checkpoint that verifies, and the saved KL reference; return its trainer state."""
+        path, state = resume_checkpoint(self.engine, self.ckpt_dir, getattr(self.critic, "engine", None), self.reference)
         self.step = int(state["step"])
         self.policy_version += 1
         say(f"resumed from {path} (step {self.step})")
@@ -281,12 +279,11 @@ class Trainer:
                 self.nonfinite.after_step(self.step, metrics)  # raises after max_nonfinite_steps in a row
                 stopping = any_rank(bool(stop), self.engine.device)  # a signal may reach some ranks only
                 if (trainer.save_freq > 0 and self.step % trainer.save_freq == 0) or stopping:
-                    if self.reference is not None and not is_lora(self.model):
-                        save_reference(self.reference, self.ckpt_dir)
                     path = save_checkpoint(self.engine, self.ckpt_dir, self.step,
                                            {"wandb_run_id": logger.wandb_run_id, "logger_step": self.step,
                                             HISTORY_KEY: watch.history},
-                                           keep=trainer.max_ckpt_to_keep, critic=getattr(self.critic, "engine", None))
+                                           keep=trainer.max_ckpt_to_keep, critic=getattr(self.critic, "engine", None),
+                                           reference=self.reference)
                     logger.write(f"checkpoint: {path}")
         export = export_hf_model(self.engine, self.tokenizer, self.run_dir, self.step)
         outputs = logger.finish()
