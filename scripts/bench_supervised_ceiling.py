@@ -40,7 +40,7 @@ import torch
 import envs
 from agents.config import AgentConfig
 from agents.demonstrations import Demonstration, demonstration_reply
-from agents.model import load_model_and_tokenizer
+from agents.model import load_model_and_tokenizer, load_tokenizer
 from agents.prompts import ChatTokenizer, pad_token_id, prefill_text
 from agents.rollout import opening
 from algos.statistics import hierarchical_bootstrap_ci
@@ -48,20 +48,19 @@ from algos.training.compose import compose_config
 from algos.training.engine import cpu_autocast
 from algos.training.format_warmup import demonstration_batch, reply_nll
 from algos.training.packed_logprobs import grouped_response_log_probs
-from envs.frozenlake import shortest_path_moves
+from envs.frozenlake import FrozenLakeEnv, shortest_path_moves
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST_TRAIN_LEVEL = 10_000  # the training levels' range (bench_learning), apart from the validation levels
 LEVELS_PER_SEED = 100_000
 
 
-def labelled_board(config: AgentConfig, chat: ChatTokenizer, level: int, max_new_tokens: int
+def labelled_board(env: FrozenLakeEnv, config: AgentConfig, chat: ChatTokenizer, level: int, max_new_tokens: int
                    ) -> tuple[list[int], list[int]]:
-    """Level ``level``'s first-turn prompt ids (ending with the prefill) and its shortest-path first moves."""
-    env = envs.make(config.env.name, **config.env.kwargs)
+    """Level ``level``'s first-turn prompt ids (ending with the prefill) and its shortest-path first moves
+    (``env`` is reset to it)."""
     messages, _ = opening(env, config, level, member=0, max_new_tokens=max_new_tokens)
     moves = shortest_path_moves(env.frozen, env.start, env.goal)
-    env.close()
     return chat.prompt_ids(messages, prefill_text(config.agent_proxy.enable_think)), moves
 
 
@@ -93,14 +92,14 @@ def first_move_references(boards: list[tuple[list[int], list[int]]], actions: in
     return {"uniformly random move": float(hit.mean()), "best single move": float(hit.mean(axis=0).max())}
 
 
-def train_and_evaluate(seed: int, args: argparse.Namespace, config: AgentConfig, eval_boards: list, max_new: int,
-                       names: tuple[str, ...]) -> dict[int, np.ndarray]:
+def train_and_evaluate(seed: int, args: argparse.Namespace, env: FrozenLakeEnv, config: AgentConfig, chat: ChatTokenizer,
+                       eval_boards: list, max_new: int) -> dict[int, np.ndarray]:
     """Fine-tune a fresh copy of the base model on ``args.examples`` labelled boards of this seed's levels,
     ``args.batch`` boards an AdamW step; per-level accuracy after each count in ``[0, *args.eval_at]``."""
     torch.manual_seed(seed)
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    chat, pad_id = ChatTokenizer(tokenizer), pad_token_id(tokenizer)
-    replies = [chat.encode(demonstration_reply([name], enable_think=False)) for name in names]
+    model, _ = load_model_and_tokenizer(args.model)
+    names, pad_id = env.action_names, pad_token_id(chat.tokenizer)
+    replies = one_move_replies(chat, names)
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     scores = {0: accuracy(move_choices(model, eval_boards, replies, pad_id, args.bf16), eval_boards)}
@@ -109,7 +108,7 @@ def train_and_evaluate(seed: int, args: argparse.Namespace, config: AgentConfig,
     for start in range(0, args.examples, args.batch):
         batch = []
         for level in range(first + start, first + min(start + args.batch, args.examples)):
-            prompt, moves = labelled_board(config, chat, level, max_new)
+            prompt, moves = labelled_board(env, config, chat, level, max_new)
             label = names[int(rng.choice(moves))]
             batch.append([Demonstration(level, prompt, chat.encode(demonstration_reply([label], False)), label)])
         model.train()
@@ -122,6 +121,11 @@ def train_and_evaluate(seed: int, args: argparse.Namespace, config: AgentConfig,
             scores[seen] = accuracy(move_choices(model, eval_boards, replies, pad_id, args.bf16), eval_boards)
             print(f"seed {seed}: {seen} boards, accuracy {scores[seen].mean():.3f}", flush=True)
     return scores
+
+
+def one_move_replies(chat: ChatTokenizer, names: tuple[str, ...]) -> list[list[int]]:
+    """The answer-only reply naming each action alone, as token ids (action order)."""
+    return [chat.encode(demonstration_reply([name], enable_think=False)) for name in names]
 
 
 def main() -> None:
@@ -151,17 +155,14 @@ def main() -> None:
     config, max_new = full.agent_config(), full.actor_rollout_ref.rollout.response_length
     if config.env.name != "frozenlake" or config.agent_proxy.enable_think:
         raise SystemExit("the ceiling is defined for frozenlake with answer-only replies (agent_proxy.enable_think=false)")
-    _, tokenizer = load_model_and_tokenizer(args.model)
-    chat = ChatTokenizer(tokenizer)
+    chat = ChatTokenizer(load_tokenizer(args.model))
     env = envs.make(config.env.name, **config.env.kwargs)
-    names = tuple(env.action_names)
-    env.close()
     first_val = full.es_manager.val_seed_start
-    eval_boards = [labelled_board(config, chat, level, max_new) for level in range(first_val, first_val + args.eval_levels)]
+    eval_boards = [labelled_board(env, config, chat, level, max_new)
+                   for level in range(first_val, first_val + args.eval_levels)]
     start = time.perf_counter()
-    runs = {seed: train_and_evaluate(seed, args, config, eval_boards, max_new, names) for seed in args.seeds}
-    pad_id = pad_token_id(tokenizer)
-    replies = [chat.encode(demonstration_reply([name], enable_think=False)) for name in names]
+    runs = {seed: train_and_evaluate(seed, args, env, config, chat, eval_boards, max_new) for seed in args.seeds}
+    replies, pad_id = one_move_replies(chat, env.action_names), pad_token_id(chat.tokenizer)
     policies = {}
     for path in args.policies:
         policy, _ = load_model_and_tokenizer(str(path))
@@ -172,7 +173,7 @@ def main() -> None:
         "first_eval_level": first_val, "lr": args.lr, "batch": args.batch, "bf16": args.bf16,
         "date": date.today().isoformat(), "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
         "minutes": (time.perf_counter() - start) / 60,
-        "references": first_move_references(eval_boards, len(names)),
+        "references": first_move_references(eval_boards, len(env.action_names)),
         "policies": policies,
         "per_level": {str(seed): {str(count): hits.tolist() for count, hits in run.items()} for seed, run in runs.items()},
     }

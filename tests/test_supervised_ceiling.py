@@ -34,9 +34,9 @@ def test_references_and_accuracy_by_hand() -> None:
 def test_a_labelled_board_is_the_rollout_prompt_and_its_shortest_path_moves() -> None:
     config = compose_config(["bench=frozenlake"]).agent_config()
     chat = ChatTokenizer(load_tokenizer(None))
-    prompt, moves = ceiling.labelled_board(config, chat, 123, max_new_tokens=16)
-    text = chat.tokenizer.decode(prompt)
     env = envs.make(config.env.name, **config.env.kwargs)
+    prompt, moves = ceiling.labelled_board(env, config, chat, 123, max_new_tokens=16)
+    text = chat.tokenizer.decode(prompt)
     observation, _ = env.reset(seed=123)
     assert observation in text and text.endswith("<answer>")  # the first turn, prefilled for answer-only
     # level 123: start (1, 3), goal (1, 2) right beside it: Left is the only shortest first move
