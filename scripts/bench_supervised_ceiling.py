@@ -14,7 +14,10 @@ Measured on ``--eval-levels`` held-out levels (the validation levels, 123, 124, 
 the highest likelihood; it is right when that move starts a shortest path. 95% intervals by bootstrap over
 seeds, then levels (``algos.statistics``). Reference points on the same levels: a uniformly random move
 (the mean share of optimal moves) and the best single move for every board. ``--policies DIR ...`` scores
-exported policies (e.g. the RL runs' ``hf_model``) the same way::
+exported policies (e.g. the RL runs' ``hf_model``) the same way. Whether the labels are fitted at all
+(memorised without carrying over, or not even that) shows in the same choice scored on ``--fit-levels`` of the
+training boards (``seen_board_accuracy``) and in the training NLL between evaluations (``train_nll``);
+``--epochs`` passes over the same boards more than once::
 
     python scripts/bench_supervised_ceiling.py --seeds 0 1 --examples 1024 --eval-at 128 256 512 1024 \\
         --policies benchmarks/runs/learning_frozenlake/seed0/hf_model
@@ -93,34 +96,51 @@ def first_move_references(boards: list[tuple[list[int], list[int]]], actions: in
 
 
 def train_and_evaluate(seed: int, args: argparse.Namespace, env: FrozenLakeEnv, config: AgentConfig, chat: ChatTokenizer,
-                       eval_boards: list, max_new: int) -> dict[int, np.ndarray]:
-    """Fine-tune a fresh copy of the base model on ``args.examples`` labelled boards of this seed's levels,
-    ``args.batch`` boards an AdamW step; per-level accuracy after each count in ``[0, *args.eval_at]``."""
+                       eval_boards: list, max_new: int) -> dict[str, dict]:
+    """Fine-tune a fresh copy of the base model for ``args.epochs`` passes over ``args.examples`` labelled
+    boards of this seed's levels (shuffled each pass, a label drawn anew each time), ``args.batch`` boards an
+    AdamW step. After 0 boards and after each count in ``args.eval_at`` (boards trained on, passes included):
+    per-level accuracy on the held-out boards (``held_out``) and on the first ``args.fit_levels`` training
+    boards (``seen``: how well the labels are fitted), and the mean training NLL of the reply tokens since
+    the previous count (``train_nll``)."""
     torch.manual_seed(seed)
     model, _ = load_model_and_tokenizer(args.model)
     names, pad_id = env.action_names, pad_token_id(chat.tokenizer)
     replies = one_move_replies(chat, names)
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    scores = {0: accuracy(move_choices(model, eval_boards, replies, pad_id, args.bf16), eval_boards)}
-    print(f"seed {seed}: 0 boards, accuracy {scores[0].mean():.3f}", flush=True)
     first = FIRST_TRAIN_LEVEL + LEVELS_PER_SEED * seed
-    for start in range(0, args.examples, args.batch):
+    boards = {level: labelled_board(env, config, chat, level, max_new) for level in range(first, first + args.examples)}
+    seen_boards = list(boards.values())[:args.fit_levels]
+    run: dict[str, dict] = {"held_out": {}, "seen": {}, "train_nll": {}}
+
+    def evaluate(count: int, losses: list[float]) -> None:
+        run["held_out"][count] = accuracy(move_choices(model, eval_boards, replies, pad_id, args.bf16), eval_boards)
+        run["seen"][count] = accuracy(move_choices(model, seen_boards, replies, pad_id, args.bf16), seen_boards)
+        run["train_nll"][count] = float(np.mean(losses)) if losses else None
+        print(f"seed {seed}: {count} boards, held-out {run['held_out'][count].mean():.3f}, "
+              f"seen {run['seen'][count].mean():.3f}, train NLL {run['train_nll'][count]}", flush=True)
+
+    evaluate(0, [])
+    stream = [int(level) for _ in range(args.epochs) for level in rng.permutation(list(boards))]
+    losses: list[float] = []
+    for start in range(0, len(stream), args.batch):
         batch = []
-        for level in range(first + start, first + min(start + args.batch, args.examples)):
-            prompt, moves = labelled_board(env, config, chat, level, max_new)
+        for level in stream[start:start + args.batch]:
+            prompt, moves = boards[level]
             label = names[int(rng.choice(moves))]
             batch.append([Demonstration(level, prompt, chat.encode(demonstration_reply([label], False)), label)])
         model.train()
         optimizer.zero_grad(set_to_none=True)
         with cpu_autocast(args.bf16):
-            reply_nll(model, batch, pad_id).backward()  # one padded forward: the prompts differ by a few tokens
+            loss = reply_nll(model, batch, pad_id)  # one padded forward: the prompts differ by a few tokens
+        loss.backward()
         optimizer.step()
-        seen = start + len(batch)
-        if seen in args.eval_at:
-            scores[seen] = accuracy(move_choices(model, eval_boards, replies, pad_id, args.bf16), eval_boards)
-            print(f"seed {seed}: {seen} boards, accuracy {scores[seen].mean():.3f}", flush=True)
-    return scores
+        losses.append(loss.item())
+        if (seen := start + len(batch)) in args.eval_at:
+            evaluate(seen, losses)
+            losses = []
+    return run
 
 
 def one_move_replies(chat: ChatTokenizer, names: tuple[str, ...]) -> list[list[int]]:
@@ -132,8 +152,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--examples", type=int, default=1024, help="labelled training boards per seed")
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the --examples boards")
     parser.add_argument("--eval-at", type=int, nargs="+", default=[128, 256, 512, 1024],
-                        help="evaluate after these many training boards (multiples of --batch)")
+                        help="evaluate after these many boards trained on (multiples of --batch, passes included)")
+    parser.add_argument("--fit-levels", type=int, default=128,
+                        help="training boards also scored, to see how well the labels are fitted")
     parser.add_argument("--eval-levels", type=int, default=128, help="held-out levels 123, 124, ...")
     parser.add_argument("--batch", type=int, default=8, help="boards per AdamW step")
     parser.add_argument("--lr", type=float, default=5e-5)
@@ -147,9 +170,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.combine:
         return combine(args.combine, args.out)
-    bad = [count for count in args.eval_at if count % args.batch or not 0 < count <= args.examples]
+    if args.epochs < 1 or args.fit_levels < 1:
+        parser.error(f"--epochs {args.epochs} and --fit-levels {args.fit_levels} must be at least 1")
+    total = args.examples * args.epochs
+    bad = [count for count in args.eval_at if count % args.batch or not 0 < count <= total]
     if bad:
-        parser.error(f"--eval-at {bad} is invalid; allowed: multiples of --batch {args.batch} up to --examples")
+        parser.error(f"--eval-at {bad} is invalid; allowed: multiples of --batch {args.batch} up to "
+                     f"--examples x --epochs = {total}")
     torch.set_num_threads(args.threads)
     full = compose_config(["bench=frozenlake", *args.overrides])
     config, max_new = full.agent_config(), full.actor_rollout_ref.rollout.response_length
@@ -171,13 +198,29 @@ def main() -> None:
     record = {
         "env": "frozenlake", "overrides": args.overrides, "seeds": args.seeds, "eval_levels": args.eval_levels,
         "first_eval_level": first_val, "lr": args.lr, "batch": args.batch, "bf16": args.bf16,
+        "examples": args.examples, "epochs": args.epochs, "fit_levels": args.fit_levels,
         "date": date.today().isoformat(), "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
         "minutes": (time.perf_counter() - start) / 60,
         "references": first_move_references(eval_boards, len(env.action_names)),
         "policies": policies,
-        "per_level": {str(seed): {str(count): hits.tolist() for count, hits in run.items()} for seed, run in runs.items()},
+        "per_level": per_seed(runs, "held_out"), "seen_per_level": per_seed(runs, "seen"),
+        "train_nll": {str(seed): {str(count): nll for count, nll in run["train_nll"].items()} for seed, run in runs.items()},
     }
-    write(record | {"first_move_accuracy": accuracy_curve(record["per_level"])}, args.out)
+    write(with_curves(record), args.out)
+
+
+def per_seed(runs: dict[int, dict[str, dict]], part: str) -> dict[str, dict[str, list[float]]]:
+    """``runs``' per-level accuracies of ``part`` ("held_out" or "seen") as JSON: seed -> count -> hits."""
+    return {str(seed): {str(count): hits.tolist() for count, hits in run[part].items()} for seed, run in runs.items()}
+
+
+def with_curves(record: dict) -> dict:
+    """``record`` with its accuracy curves over seeds: on the held-out boards and (records from before the
+    fit was scored have none) on the seen training boards."""
+    curves = {"first_move_accuracy": accuracy_curve(record["per_level"])}
+    if record.get("seen_per_level"):
+        curves["seen_board_accuracy"] = accuracy_curve(record["seen_per_level"])
+    return record | curves
 
 
 def accuracy_curve(per_level: dict[str, dict[str, list[float]]]) -> list[dict]:
@@ -193,20 +236,21 @@ def combine(paths: list[Path], out: Path) -> None:
     accuracies pooled into one curve; the rest (settings, references, policies) from the first, whose
     settings every other must share."""
     records = [json.loads(path.read_text()) for path in paths]
-    settings = ("overrides", "eval_levels", "first_eval_level", "lr", "batch", "bf16")
+    settings = ("overrides", "eval_levels", "first_eval_level", "lr", "batch", "bf16", "examples", "epochs",
+                "fit_levels")
     for path, record in zip(paths[1:], records[1:], strict=True):
-        if differing := [key for key in settings if record[key] != records[0][key]]:
+        if differing := [key for key in settings if record.get(key) != records[0].get(key)]:
             raise SystemExit(f"{path} differs from {paths[0]} in {differing}: only runs of one setting combine")
-    per_level = {seed: run for record in records for seed, run in record["per_level"].items()}
-    policies = {name: value for record in records for name, value in record["policies"].items()}
-    write(records[0] | {"seeds": sorted(map(int, per_level)), "per_level": per_level, "policies": policies,
-                        "minutes": [record["minutes"] for record in records],
-                        "first_move_accuracy": accuracy_curve(per_level)}, out)
+    pooled = {key: {seed: run for record in records for seed, run in record.get(key, {}).items()}
+              for key in ("per_level", "seen_per_level", "train_nll", "policies")}
+    write(with_curves(records[0] | pooled | {"seeds": sorted(map(int, pooled["per_level"])),
+                                             "minutes": [record["minutes"] for record in records]}), out)
 
 
 def write(record: dict, out: Path) -> None:
     out.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps({key: value for key, value in record.items() if key != "per_level"}, indent=1))
+    print(json.dumps({key: value for key, value in record.items() if key not in ("per_level", "seen_per_level")},
+                     indent=1))
 
 
 if __name__ == "__main__":

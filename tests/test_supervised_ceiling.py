@@ -4,6 +4,7 @@ are computed by hand."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -46,7 +47,8 @@ def test_a_labelled_board_is_the_rollout_prompt_and_its_shortest_path_moves() ->
 def test_records_of_seeds_run_side_by_side_combine_into_one_curve(tmp_path) -> None:
     def record(seed: int, hits: dict[str, list[float]], lr: float = 5e-5) -> dict:
         return {"overrides": [], "eval_levels": 2, "first_eval_level": 123, "lr": lr, "batch": 8, "bf16": "true",
-                "seeds": [seed], "minutes": 1.0, "policies": {}, "per_level": {str(seed): hits}}
+                "seeds": [seed], "minutes": 1.0, "policies": {}, "per_level": {str(seed): hits},
+                "seen_per_level": {str(seed): hits}}
 
     paths = [tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"]
     paths[0].write_text(json.dumps(record(0, {"0": [0.0, 0.0], "8": [1.0, 1.0]})))
@@ -57,6 +59,24 @@ def test_records_of_seeds_run_side_by_side_combine_into_one_curve(tmp_path) -> N
     start, end = combined["first_move_accuracy"]  # 16 boards: only seed 1 got there, so it is left out
     assert (start["boards"], start["estimate"], start["n"]) == (0, 0.25, 4)
     assert (end["boards"], end["estimate"], end["high"]) == (8, 0.75, 1.0)
+    assert combined["seen_board_accuracy"] == combined["first_move_accuracy"]  # the same hits pooled the same way
     paths[2].write_text(json.dumps(record(2, {"0": [0.0, 0.0]}, lr=1e-4)))
     with pytest.raises(SystemExit, match=r"differs .* in \['lr'\]"):
         ceiling.combine([paths[0], paths[2]], tmp_path / "out.json")
+
+
+def test_training_fits_the_boards_it_sees_and_reports_the_fit(tmp_path, tokenizer, tiny, one_torch_thread) -> None:
+    tiny.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    full = compose_config(["bench=frozenlake"])
+    config, chat = full.agent_config(), ChatTokenizer(tokenizer)
+    env = envs.make(config.env.name, **config.env.kwargs)
+    eval_boards = [ceiling.labelled_board(env, config, chat, level, 16) for level in (123, 124)]
+    args = argparse.Namespace(model=str(tmp_path / "tiny"), lr=1e-2, examples=1, epochs=40, batch=1,
+                              eval_at=[1, 40], fit_levels=1, bf16="false")
+    run = ceiling.train_and_evaluate(0, args, env, config, chat, eval_boards, 16)
+    assert list(run["held_out"]) == list(run["seen"]) == list(run["train_nll"]) == [0, 1, 40]
+    assert [len(run["held_out"][0]), len(run["seen"][0]), run["train_nll"][0]] == [2, 1, None]
+    # 40 passes over one board: its label is learnt, whatever the held-out boards do
+    assert run["train_nll"][40] < run["train_nll"][1] / 4
+    assert run["seen"][0].tolist() == [0.0] and run["seen"][40].tolist() == [1.0]
