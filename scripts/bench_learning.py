@@ -37,6 +37,7 @@ import envs
 from agents.rollout import actions_per_traj
 from algos.statistics import aggregate_across_runs, hierarchical_bootstrap_ci
 from algos.training.compose import compose_config
+from algos.training.schema import TurnRLConfig
 from algos.training.tracking import METRICS_FILE, read_metrics, validation_levels, validation_scores
 from envs.reference_policies import random_actions_success, repeated_action_success
 
@@ -107,11 +108,11 @@ def summarise(env: str, runs: dict[int, Path], walls: dict[int, float], override
     }
 
 
-def board_blind_references(env: str, runs: dict[int, Path], overrides: list[str], episodes: int = 500) -> dict:
+def board_blind_references(config: TurnRLConfig, runs: dict[int, Path], episodes: int = 500) -> dict:
     """What play that ignores the board scores on each run's validation levels with the runs' action budget
-    (``envs.reference_policies``): uniformly random valid actions (``episodes`` a level; 95% CI over seeds,
-    then levels, as the curve's) and the best single action repeated (per seed, its best action's mean)."""
-    config = compose_config([f"bench={env}", *overrides])
+    (``envs.reference_policies``), ``config`` being the runs' composed config: uniformly random valid actions
+    (``episodes`` a level; 95% CI over seeds, then levels, as the curve's) and the best single action repeated
+    (per seed, its best action's mean)."""
     game = envs.make(config.env.name, **config.env.kwargs)
     budget = actions_per_traj(config.agent_config(), game)
     levels = {seed: validation_levels(path) for seed, path in runs.items()}
@@ -191,7 +192,8 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.seeds) < 3:
         print(f"note: {len(args.seeds)} seed(s); claims need >= 3", file=sys.stderr)
-    steps = args.steps or compose_config([f"bench={args.env}", *args.overrides]).trainer.total_training_steps
+    config = compose_config([f"bench={args.env}", *args.overrides])
+    steps = args.steps or config.trainer.total_training_steps
     name = f"learning_{args.env}" + ("" if args.train_levels is None else f"_pool{args.train_levels}")
     runs_dir = args.runs_dir or REPO / "benchmarks" / "runs" / name
     runs = {seed: runs_dir / f"seed{seed}" for seed in args.seeds}
@@ -200,7 +202,7 @@ def main() -> None:
                                                                  args.train_levels), runs),
                          strict=True))
     record = summarise(args.env, runs, walls, args.overrides, args.train_levels)
-    record["references"] = board_blind_references(args.env, runs, args.overrides)
+    record["references"] = board_blind_references(config, runs)
     out = args.out or REPO / "benchmarks" / f"{name}.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(record))

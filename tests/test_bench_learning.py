@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from agents.batch import RolloutBatch
+from algos.training.compose import compose_config
 from algos.training.tracking import (
     append_validation_episodes,
     keep_rows_up_to,
@@ -150,7 +151,7 @@ def test_references_are_board_blind_play_on_each_run_s_validation_levels(tmp_pat
     rows = [{"step": step, "level": 10_000 + i, "member": 0, "success": False, "reward": 0.0}
             for step in (0, 10) for i in range(8)]
     (run / "validation.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    references = bench.board_blind_references("frozenlake", {0: run}, [], episodes=200)
+    references = bench.board_blind_references(compose_config(["bench=frozenlake"]), {0: run}, episodes=200)
     assert references["actions_per_episode"] == 10  # 5 turns x 2 actions (conf/bench/frozenlake.yaml)
     assert references["best single action repeated"] == 0.25
     random = references["uniformly random valid actions"]
@@ -162,4 +163,4 @@ def test_references_are_board_blind_play_on_each_run_s_validation_levels(tmp_pat
     assert "the best single action repeated 0.250" in bench.markdown(record)
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no validation episodes"):
-        bench.board_blind_references("frozenlake", {0: tmp_path / "empty"}, [])
+        bench.board_blind_references(compose_config(["bench=frozenlake"]), {0: tmp_path / "empty"})

@@ -238,26 +238,30 @@ def append_validation_episodes(run_dir: Path, step: int, batch: RolloutBatch) ->
         handle.write("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def validation_scores(run_dir: Path) -> dict[int, np.ndarray]:
-    """``{step: success rate per validation level}`` from ``<run_dir>/validation.jsonl``: the mean over the
-    level's members (``es_manager.val.group_size`` episodes; rows without ``member`` are member 0), the last
-    row of a (step, level, member) winning, so a resumed run's repeated validation counts once."""
+def validation_by_level(run_dir: Path) -> dict[int, dict[int, float]]:
+    """``{step: {level: success rate}}`` from ``<run_dir>/validation.jsonl``, steps and levels sorted: a level's
+    rate is the mean over its members (``es_manager.val.group_size`` episodes; rows without ``member`` are
+    member 0), the last row of a (step, level, member) winning, so a resumed run's repeated validation counts
+    once. Empty without validation."""
     by_step: dict[int, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     path = Path(run_dir) / VALIDATION_FILE
     for line in path.read_text().splitlines() if path.is_file() else []:
         row = json.loads(line)
         by_step[row["step"]][row["level"]][row.get("member", 0)] = float(row["success"])
-    return {step: np.array([np.mean(list(levels[k].values())) for k in sorted(levels)])
+    return {step: {level: float(np.mean(list(levels[level].values()))) for level in sorted(levels)}
             for step, levels in sorted(by_step.items())}
 
 
+def validation_scores(run_dir: Path) -> dict[int, np.ndarray]:
+    """``{step: success rate per validation level}``, levels in ascending order (:func:`validation_by_level`)."""
+    return {step: np.array(list(levels.values())) for step, levels in validation_by_level(run_dir).items()}
+
+
 def validation_levels(run_dir: Path) -> list[int]:
-    """The levels of the run's first validation in ``<run_dir>/validation.jsonl``, sorted (as
-    :func:`validation_scores` orders its scores); empty without validation."""
-    path = Path(run_dir) / VALIDATION_FILE
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    first = min((row["step"] for row in rows), default=None)
-    return sorted({row["level"] for row in rows if row["step"] == first})
+    """The levels of the run's first validation, sorted (as :func:`validation_scores` orders its scores);
+    empty without validation."""
+    by_level = validation_by_level(run_dir)
+    return list(next(iter(by_level.values()), {}))
 
 
 def validation_summary(run_dir: Path) -> str | None:
