@@ -40,6 +40,7 @@ from algos.training.checkpoint_files import (
 )
 from algos.training.data_parallel import any_rank
 from algos.training.layout import DEEPSPEED_TAG, TRAINER_STATE_FILE, checkpoints, latest_checkpoint
+from algos.training.lora import BaseModelView
 
 REFERENCE_FILE = Path("reference") / "model.safetensors"
 CRITIC_TAG = "critic"
@@ -102,7 +103,7 @@ def frozen_weights_left_out(module: torch.nn.Module) -> Iterator[None]:
 
 def save_checkpoint(
     engine: DeepSpeedEngine, ckpt_dir: Path, step: int, trainer_state: dict[str, Any], keep: int,
-    critic: DeepSpeedEngine | None = None, reference: torch.nn.Module | None = None,
+    critic: DeepSpeedEngine | None = None, reference: torch.nn.Module | BaseModelView | None = None,
 ) -> Path:
     """Write ``global_step_<step>`` atomically (temp folder, manifest last, rename), then keep only the
     newest ``keep`` (never pruning the one just written). ``critic``: also its engine (tag ``critic``);
@@ -198,8 +199,10 @@ def newest_verified_checkpoint(ckpt_dir: Path) -> Path | None:
     return None
 
 
-def resume_checkpoint(engine: DeepSpeedEngine, ckpt_dir: Path, critic: DeepSpeedEngine | None = None,
-                      reference: torch.nn.Module | None = None) -> tuple[Path, dict[str, Any]] | None:
+def resume_checkpoint(
+    engine: DeepSpeedEngine, ckpt_dir: Path, critic: DeepSpeedEngine | None = None,
+    reference: torch.nn.Module | BaseModelView | None = None,
+) -> tuple[Path, dict[str, Any]] | None:
     """Load :func:`newest_verified_checkpoint` (chosen by rank 0) into ``engine`` (and ``critic``, and the
     KL ``reference``: :func:`restore_reference`), restore the RNGs; return (its path, its trainer state), or
     None when ``ckpt_dir`` holds no checkpoint."""
@@ -257,7 +260,7 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None
         raise ValueError(f"checkpoint does not match the model: missing {untied}, unexpected {unexpected}")
 
 
-def save_reference(reference: torch.nn.Module | None, ckpt_dir: Path) -> None:
+def save_reference(reference: torch.nn.Module | BaseModelView | None, ckpt_dir: Path) -> None:
     """Write the frozen KL reference's weights to ``<ckpt_dir>/reference/model.safetensors`` unless they are
     there (once a run: the reference never changes); atomically (temp file, then rename), on rank 0. Nothing
     without a reference or under LoRA (its reference is the policy's base model, not a copy)."""
@@ -270,9 +273,10 @@ def save_reference(reference: torch.nn.Module | None, ckpt_dir: Path) -> None:
     partial.replace(target)
 
 
-def restore_reference(reference: torch.nn.Module | None, ckpt_dir: Path) -> None:
-    """Load the weights :func:`save_reference` wrote into ``reference`` (all of them, strictly; nothing when
-    it wrote none); a resumed run without them cannot measure KL to its reference: ``FileNotFoundError``."""
+def restore_reference(reference: torch.nn.Module | BaseModelView | None, ckpt_dir: Path) -> None:
+    """Load the weights :func:`save_reference` wrote into ``reference`` (all of them, strictly; nothing for
+    None or the LoRA view, which it does not write); a resumed run without them cannot measure KL to its
+    reference: ``FileNotFoundError``."""
     target = Path(ckpt_dir) / REFERENCE_FILE
     if not isinstance(reference, torch.nn.Module):
         return
